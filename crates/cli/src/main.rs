@@ -1,1 +1,83 @@
-fn main() {}
+//! The `modelwatch` command: `serve` runs the monitoring server, `check`
+//! validates a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modelwatch_server::{Config, ServeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "modelwatch",
+    version,
+    about = "Monitoring for machine-learning models in production"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the monitoring server on the embedded store.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "MODELWATCH_LISTEN", default_value = "127.0.0.1:9400")]
+        listen: SocketAddr,
+        /// Directory of the embedded database (created if absent).
+        #[arg(long, env = "MODELWATCH_DATA", default_value = "./modelwatch-data")]
+        data: PathBuf,
+        /// YAML config file; defaults apply without one.
+        #[arg(long, env = "MODELWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective settings.
+    Check {
+        #[arg(long, env = "MODELWATCH_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { listen, data, config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("MODELWATCH_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let config = load_config(config.as_ref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("modelwatch-http")
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(modelwatch_server::serve(
+                config,
+                ServeOptions {
+                    listen,
+                    data_dir: data,
+                },
+            ))?;
+            Ok(())
+        }
+        Command::Check { config } => {
+            let loaded = Config::load(&config)?;
+            println!("{}: ok", config.display());
+            println!("{loaded:#?}");
+            Ok(())
+        }
+    }
+}

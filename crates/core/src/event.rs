@@ -15,7 +15,9 @@ pub enum Status {
     Ok,
     /// The model failed; `error_type` is the error's class name, as the seed's
     /// `type(e).__name__`.
-    Error { error_type: String },
+    Error {
+        error_type: String,
+    },
     Timeout,
 }
 

@@ -3,5 +3,10 @@
 //!
 //! Nothing here does IO, spawns threads or reads the clock: callers pass `now`.
 
+pub mod aggregate;
 pub mod event;
+pub mod limits;
+pub mod series;
+pub mod stats;
+pub mod time;
 pub mod wire;

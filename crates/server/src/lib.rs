@@ -1,1 +1,164 @@
-//! placeholder
+//! The modelwatch server: ingestion, the query API and `/metrics` over HTTP.
+//!
+//! [`app`] builds the router over shared state (testable without a socket);
+//! [`serve`] opens the store, restores the aggregates, starts the writer
+//! thread and serves until SIGINT/SIGTERM, then drains and flushes.
+
+pub mod config;
+pub mod error;
+pub mod ingest;
+mod ingest_api;
+pub mod metrics;
+mod query_api;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use modelwatch_core::wire::ParseLimits;
+use modelwatch_store::SqliteStore;
+use prometheus_client::registry::Registry;
+use tracing::info;
+
+pub use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::ingest::IngestQueue;
+use crate::state::{Shared, Telemetry};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct App {
+    pub shared: Arc<Shared>,
+    pub queue: IngestQueue,
+    pub registry: Arc<Registry>,
+    pub parse_limits: ParseLimits,
+}
+
+/// The HTTP routes over `app`.
+pub fn app(app: App) -> Router {
+    Router::new()
+        .route("/v1/predictions", post(ingest_api::post_predictions))
+        .route("/v1/models", get(query_api::models))
+        .route("/v1/models/{model}/operations", get(query_api::operations))
+        .route("/v1/models/{model}/predictions", get(query_api::predictions))
+        .route("/v1/models/{model}/features", get(query_api::features))
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<App>) -> impl IntoResponse {
+    if app.shared.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+    }
+}
+
+/// Runtime settings that come from flags, not the config file.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] modelwatch_store::StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store and restores state; returns the app and the writer thread.
+pub fn open(
+    config: Config,
+    data_dir: &std::path::Path,
+) -> Result<(App, std::thread::JoinHandle<()>), ServeError> {
+    let store = SqliteStore::open(data_dir, config.storage.synchronous())?;
+    let aggregates = ingest::load_aggregates(&store, config.aggregation())?;
+    let parse_limits = config.ingest.parse_limits();
+    let shared = Arc::new(Shared {
+        config,
+        aggregates: RwLock::new(aggregates),
+        telemetry: Telemetry::default(),
+        ready: AtomicBool::new(true),
+    });
+    let (queue, writer) = ingest::start_writer(store, shared.clone());
+    let registry = Arc::new(metrics::registry(shared.clone()));
+    Ok((
+        App {
+            shared,
+            queue,
+            registry,
+            parse_limits,
+        },
+        writer,
+    ))
+}
+
+/// Serves until SIGINT or SIGTERM; then stops accepting, lets in-flight
+/// requests finish, and waits for the writer to commit everything queued.
+pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeError> {
+    let started = std::time::Instant::now();
+    let (state, writer) = open(config, &options.data_dir)?;
+    let models = state.shared.aggregates.read().expect("lock").models.len();
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: options.listen,
+            source,
+        })?;
+    let address = listener.local_addr()?;
+    info!(
+        %address,
+        data = %options.data_dir.display(),
+        models,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "modelwatch ready: POST events to http://{address}/v1/predictions, scrape http://{address}/metrics"
+    );
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    info!("draining the write queue");
+    // The router (and with it every queue handle) is dropped: the writer
+    // drains what was queued, commits, checkpoints and exits.
+    tokio::task::spawn_blocking(move || writer.join()).await.ok();
+    info!("modelwatch stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => info!("SIGINT received, shutting down"),
+        _ = terminate => info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,1 +1,348 @@
-//! placeholder
+//! The embedded durable store: one SQLite database in WAL mode under the data
+//! directory. It holds raw prediction events and the persisted aggregates.
+//!
+//! The interface is deliberately narrow: a write transaction that inserts
+//! events (deduplicated on `prediction_id`) and upserts aggregate states, and
+//! read-side scans used on start. Everything a transaction writes becomes
+//! durable at once, or not at all.
+
+use std::path::{Path, PathBuf};
+
+use modelwatch_core::event::TimestampMs;
+use modelwatch_core::series::{BucketKey, Resolution};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+/// Current schema version, kept in `meta`.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this modelwatch ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("corrupt aggregate row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How hard a commit works to survive power loss. Either way a commit
+/// survives a crash of the process (`kill -9`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync on every commit: survives power loss too.
+    Full,
+    /// fsync at checkpoints only: survives process crashes, may lose the last
+    /// commits on power loss.
+    Normal,
+}
+
+/// A prediction row as stored.
+#[derive(Debug, Clone, Copy)]
+pub struct PredictionRow<'a> {
+    pub prediction_id: &'a str,
+    pub model: &'a str,
+    pub timestamp_ms: TimestampMs,
+    pub received_ms: TimestampMs,
+    /// The event exactly as received (one JSON object).
+    pub body: &'a [u8],
+}
+
+/// The writes of one transaction.
+pub trait Writer {
+    /// Inserts a prediction; `false` when one with the same `prediction_id`
+    /// is already stored (the row is then left untouched).
+    fn insert_prediction(&mut self, row: &PredictionRow<'_>) -> Result<bool>;
+    fn put_aggregate(&mut self, key: &BucketKey, state: &[u8]) -> Result<()>;
+    fn delete_aggregate(&mut self, key: &BucketKey) -> Result<()>;
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `modelwatch.db` under `data_dir`.
+    pub fn open(data_dir: &Path, synchronous: Synchronous) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join("modelwatch.db");
+        let connection = Connection::open(&path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(
+            None,
+            "synchronous",
+            match synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+        )?;
+        connection.pragma_update(None, "busy_timeout", 5000)?;
+        connection.pragma_update(None, "cache_size", -65536)?;
+        connection.pragma_update(None, "temp_store", "MEMORY")?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (
+                 key TEXT PRIMARY KEY,
+                 value INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS predictions (
+                 seq INTEGER PRIMARY KEY,
+                 prediction_id TEXT NOT NULL UNIQUE,
+                 model TEXT NOT NULL,
+                 timestamp_ms INTEGER NOT NULL,
+                 received_ms INTEGER NOT NULL,
+                 body BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS aggregates (
+                 model TEXT NOT NULL,
+                 version TEXT NOT NULL,
+                 resolution TEXT NOT NULL,
+                 start_ms INTEGER NOT NULL,
+                 state BLOB NOT NULL,
+                 PRIMARY KEY (model, version, resolution, start_ms)
+             ) WITHOUT ROWID;",
+        )?;
+        let found: Option<i64> = connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        match found {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                connection.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+        }
+        Ok(Self { connection, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `write` in one transaction: committed when it returns `Ok`,
+    /// rolled back otherwise.
+    pub fn transaction<R>(&mut self, write: impl FnOnce(&mut dyn Writer) -> Result<R>) -> Result<R> {
+        let transaction = self.connection.transaction()?;
+        let mut writer = SqliteWriter {
+            transaction: &transaction,
+        };
+        let result = write(&mut writer)?;
+        transaction.commit()?;
+        Ok(result)
+    }
+
+    /// Calls `visit` with every persisted aggregate.
+    pub fn load_aggregates(&self, mut visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT model, version, resolution, start_ms, state FROM aggregates")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let resolution_text: String = row.get(2)?;
+            let resolution = Resolution::parse(&resolution_text)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown resolution {resolution_text:?}")))?;
+            let key = BucketKey {
+                model: row.get(0)?,
+                version: row.get(1)?,
+                resolution,
+                start_ms: row.get(3)?,
+            };
+            let state = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+            visit(key, state)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` with every stored prediction, oldest first.
+    pub fn scan_predictions(&self, mut visit: impl FnMut(PredictionRow<'_>) -> Result<()>) -> Result<()> {
+        let mut statement = self.connection.prepare(
+            "SELECT prediction_id, model, timestamp_ms, received_ms, body FROM predictions ORDER BY seq",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let prediction_id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let model = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            visit(PredictionRow {
+                prediction_id,
+                model,
+                timestamp_ms: row.get(2)?,
+                received_ms: row.get(3)?,
+                body: row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn count_predictions(&self) -> Result<u64> {
+        Ok(self
+            .connection
+            .query_row("SELECT count(*) FROM predictions", [], |row| row.get::<_, i64>(0))? as u64)
+    }
+
+    /// Checkpoints the WAL into the database file (on shutdown).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+struct SqliteWriter<'t> {
+    transaction: &'t Transaction<'t>,
+}
+
+impl Writer for SqliteWriter<'_> {
+    fn insert_prediction(&mut self, row: &PredictionRow<'_>) -> Result<bool> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO predictions (prediction_id, model, timestamp_ms, received_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (prediction_id) DO NOTHING",
+        )?;
+        let inserted = statement.execute(params![
+            row.prediction_id,
+            row.model,
+            row.timestamp_ms,
+            row.received_ms,
+            row.body
+        ])?;
+        Ok(inserted == 1)
+    }
+
+    fn put_aggregate(&mut self, key: &BucketKey, state: &[u8]) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO aggregates (model, version, resolution, start_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (model, version, resolution, start_ms) DO UPDATE SET state = excluded.state",
+        )?;
+        statement.execute(params![
+            key.model,
+            key.version,
+            key.resolution.as_str(),
+            key.start_ms,
+            state
+        ])?;
+        Ok(())
+    }
+
+    fn delete_aggregate(&mut self, key: &BucketKey) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(
+            "DELETE FROM aggregates WHERE model = ?1 AND version = ?2 AND resolution = ?3 AND start_ms = ?4",
+        )?;
+        statement.execute(params![
+            key.model,
+            key.version,
+            key.resolution.as_str(),
+            key.start_ms
+        ])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(id: &'a str, body: &'a [u8]) -> PredictionRow<'a> {
+        PredictionRow {
+            prediction_id: id,
+            model: "m",
+            timestamp_ms: 1,
+            received_ms: 2,
+            body,
+        }
+    }
+
+    #[test]
+    fn duplicates_are_ignored_and_commits_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Full).unwrap();
+        let inserted = store
+            .transaction(|writer| {
+                Ok([
+                    writer.insert_prediction(&row("a", b"{}"))?,
+                    writer.insert_prediction(&row("b", b"{}"))?,
+                    writer.insert_prediction(&row("a", b"{\"x\":1}"))?,
+                ])
+            })
+            .unwrap();
+        assert_eq!(inserted, [true, true, false]);
+        drop(store);
+        let store = SqliteStore::open(dir.path(), Synchronous::Full).unwrap();
+        assert_eq!(store.count_predictions().unwrap(), 2);
+        let mut bodies = Vec::new();
+        store
+            .scan_predictions(|row| {
+                bodies.push((row.prediction_id.to_owned(), row.body.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            bodies,
+            vec![("a".into(), b"{}".to_vec()), ("b".into(), b"{}".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_failed_transaction_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let outcome: Result<()> = store.transaction(|writer| {
+            writer.insert_prediction(&row("a", b"{}"))?;
+            Err(StoreError::Corrupt("abort".into()))
+        });
+        assert!(outcome.is_err());
+        assert_eq!(store.count_predictions().unwrap(), 0);
+    }
+
+    #[test]
+    fn aggregates_upsert_delete_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let key = |start_ms| BucketKey {
+            model: "m".into(),
+            version: "v".into(),
+            resolution: Resolution::Minute,
+            start_ms,
+        };
+        store
+            .transaction(|writer| {
+                writer.put_aggregate(&key(0), b"one")?;
+                writer.put_aggregate(&key(0), b"two")?;
+                writer.put_aggregate(&key(60_000), b"three")?;
+                writer.delete_aggregate(&key(60_000))
+            })
+            .unwrap();
+        let mut loaded = Vec::new();
+        store
+            .load_aggregates(|key, state| {
+                loaded.push((key, state.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(loaded, vec![(key(0), b"two".to_vec())]);
+    }
+}

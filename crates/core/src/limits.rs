@@ -1,0 +1,191 @@
+//! Cardinality limits: past a limit, new label values fold into `__other__`,
+//! so that no client can flood Prometheus or memory with unbounded labels.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::aggregate::{self, Bucket, Counters, FoldedFeature, FoldedNames, TIMEOUT_ERROR_TYPE};
+use crate::event::PredictionEvent;
+
+/// The value that every label past its limit folds into.
+pub const OTHER: &str = "__other__";
+
+/// How many distinct values each dimension admits, per model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardinalityLimits {
+    /// Distinct models; events of further models are refused, not folded.
+    pub max_models: usize,
+    pub max_versions_per_model: usize,
+    pub max_classes_per_model: usize,
+    pub max_error_types_per_model: usize,
+    pub max_features_per_model: usize,
+    pub max_categories_per_feature: usize,
+}
+
+impl Default for CardinalityLimits {
+    fn default() -> Self {
+        Self {
+            max_models: 200,
+            max_versions_per_model: 20,
+            max_classes_per_model: 100,
+            max_error_types_per_model: 50,
+            max_features_per_model: 200,
+            max_categories_per_feature: 100,
+        }
+    }
+}
+
+/// The dimensions that fold, as named in `modelwatch_cardinality_folded_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Version,
+    Class,
+    ErrorType,
+    Feature,
+    Category,
+}
+
+impl Dimension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Version => "version",
+            Dimension::Class => "class",
+            Dimension::ErrorType => "error_type",
+            Dimension::Feature => "feature",
+            Dimension::Category => "category",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct AdmittedNames(HashSet<String>);
+
+impl AdmittedNames {
+    /// `Some(name)` when the name is, or can still be, admitted.
+    fn admit<'a>(&mut self, name: &'a str, limit: usize) -> Option<&'a str> {
+        if name == OTHER || self.0.contains(name) {
+            return Some(name);
+        }
+        if self.0.len() < limit {
+            self.0.insert(name.to_owned());
+            return Some(name);
+        }
+        None
+    }
+
+    fn learn(&mut self, name: &str) {
+        if name != OTHER {
+            self.0.insert(name.to_owned());
+        }
+    }
+}
+
+/// The admitted label values of one model, and what was folded.
+#[derive(Debug, Default, Clone)]
+pub struct ModelLimits {
+    versions: AdmittedNames,
+    classes: AdmittedNames,
+    error_types: AdmittedNames,
+    features: AdmittedNames,
+    categories: HashMap<String, AdmittedNames>,
+    /// Values folded into `__other__` since start, per dimension.
+    pub folded: BTreeMap<Dimension, u64>,
+}
+
+/// An event's names after folding, borrowed from the event or `OTHER`.
+#[derive(Debug)]
+pub struct FoldedEvent<'a> {
+    pub version: &'a str,
+    pub names: FoldedNames<'a>,
+    pub features: Vec<(&'a str, FoldedFeature<'a>)>,
+}
+
+impl ModelLimits {
+    pub fn fold<'a>(&mut self, event: &'a PredictionEvent, limits: &CardinalityLimits) -> FoldedEvent<'a> {
+        let version = self.fold_one(Dimension::Version, &event.version, limits.max_versions_per_model);
+        let predicted_class = aggregate::predicted_class(event)
+            .map(|class| self.fold_one(Dimension::Class, class, limits.max_classes_per_model));
+        let error_type = aggregate::error_type(event).map(|error_type| {
+            if error_type == TIMEOUT_ERROR_TYPE {
+                error_type
+            } else {
+                self.fold_one(Dimension::ErrorType, error_type, limits.max_error_types_per_model)
+            }
+        });
+        let mut features = Vec::with_capacity(event.features.len());
+        for (name, value) in &event.features {
+            let name = self.fold_one(Dimension::Feature, name, limits.max_features_per_model);
+            let value = match aggregate::unfolded_feature(value) {
+                FoldedFeature::Category(category) => {
+                    let admitted = match self.categories.get_mut(name) {
+                        Some(admitted) => admitted,
+                        None => self.categories.entry(name.to_owned()).or_default(),
+                    };
+                    match admitted.admit(category, limits.max_categories_per_feature) {
+                        Some(category) => FoldedFeature::Category(category),
+                        None => {
+                            *self.folded.entry(Dimension::Category).or_default() += 1;
+                            FoldedFeature::Category(OTHER)
+                        }
+                    }
+                }
+                other => other,
+            };
+            features.push((name, value));
+        }
+        FoldedEvent {
+            version,
+            names: FoldedNames {
+                error_type,
+                predicted_class,
+            },
+            features,
+        }
+    }
+
+    fn fold_one<'a>(&mut self, dimension: Dimension, name: &'a str, limit: usize) -> &'a str {
+        let admitted = match dimension {
+            Dimension::Version => &mut self.versions,
+            Dimension::Class => &mut self.classes,
+            Dimension::ErrorType => &mut self.error_types,
+            Dimension::Feature => &mut self.features,
+            Dimension::Category => unreachable!("categories are admitted per feature"),
+        };
+        match admitted.admit(name, limit) {
+            Some(name) => name,
+            None => {
+                *self.folded.entry(dimension).or_default() += 1;
+                OTHER
+            }
+        }
+    }
+
+    /// Re-admits every name found in restored state, so that folding after a
+    /// restart continues as before it.
+    pub fn learn_version(&mut self, version: &str) {
+        self.versions.learn(version);
+    }
+
+    pub fn learn_counters(&mut self, counters: &Counters) {
+        counters
+            .classes
+            .keys()
+            .for_each(|class| self.classes.learn(class));
+        counters
+            .errors_by_type
+            .keys()
+            .filter(|error_type| *error_type != TIMEOUT_ERROR_TYPE)
+            .for_each(|error_type| self.error_types.learn(error_type));
+    }
+
+    pub fn learn_bucket(&mut self, bucket: &Bucket) {
+        self.learn_counters(&bucket.counters);
+        for (feature, stats) in &bucket.features {
+            self.features.learn(feature);
+            let admitted = self.categories.entry(feature.clone()).or_default();
+            stats
+                .categories
+                .keys()
+                .for_each(|category| admitted.learn(category));
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! All aggregates of all models: per model version, lifetime counters plus
+//! time buckets (1 minute, rolled up into 1 hour past a horizon), with
+//! bounded memory. Every event lives in exactly one time bucket, so any window
+//! is the plain merge of the buckets that start inside it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::aggregate::{Bucket, Counters};
+use crate::event::{Prediction, PredictionEvent, TimestampMs};
+use crate::limits::{CardinalityLimits, ModelLimits};
+use crate::time::{HOUR_MS, MINUTE_MS, Window, bucket_start};
+
+/// How long buckets are kept, relative to the newest event of their series.
+/// Retention follows event time, not the wall clock, so that a replay of old
+/// history keeps its buckets.
+#[derive(Debug, Clone)]
+pub struct AggregationConfig {
+    /// Minute buckets newer than this stay minutes; older ones roll into hours.
+    pub minute_retention_ms: i64,
+    /// Hour buckets older than this are dropped.
+    pub hour_retention_ms: i64,
+    pub limits: CardinalityLimits,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        Self {
+            minute_retention_ms: 6 * HOUR_MS,
+            hour_retention_ms: 35 * 24 * HOUR_MS,
+            limits: CardinalityLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resolution {
+    Minute,
+    Hour,
+    /// The lifetime counters; `start_ms` is 0.
+    Lifetime,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Lifetime => "lifetime",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "minute" => Some(Resolution::Minute),
+            "hour" => Some(Resolution::Hour),
+            "lifetime" => Some(Resolution::Lifetime),
+            _ => None,
+        }
+    }
+}
+
+/// Names one persisted aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketKey {
+    pub model: String,
+    pub version: String,
+    pub resolution: Resolution,
+    pub start_ms: TimestampMs,
+}
+
+/// What a batch changed, for the store to persist in the same transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub upserts: BTreeSet<BucketKey>,
+    pub deletes: BTreeSet<BucketKey>,
+}
+
+impl Changes {
+    fn upsert(&mut self, key: BucketKey) {
+        self.deletes.remove(&key);
+        self.upserts.insert(key);
+    }
+
+    fn delete(&mut self, key: BucketKey) {
+        self.upserts.remove(&key);
+        self.deletes.insert(key);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Classification,
+    Regression,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Classification => "classification",
+            ModelKind::Regression => "regression",
+        }
+    }
+
+    fn of(event: &PredictionEvent) -> Option<ModelKind> {
+        match &event.prediction {
+            Some(Prediction::Class(_)) => Some(ModelKind::Classification),
+            Some(Prediction::Value(_)) => Some(ModelKind::Regression),
+            None if event.confidence.is_some() => Some(ModelKind::Classification),
+            None => None,
+        }
+    }
+}
+
+/// The aggregates of one model version.
+#[derive(Debug, Default, Clone)]
+pub struct Series {
+    pub totals: Counters,
+    pub minutes: BTreeMap<TimestampMs, Bucket>,
+    pub hours: BTreeMap<TimestampMs, Bucket>,
+    pub newest_event_ms: Option<TimestampMs>,
+}
+
+/// Everything about one model.
+#[derive(Debug, Default, Clone)]
+pub struct ModelState {
+    pub kind: Option<ModelKind>,
+    pub limits: ModelLimits,
+    pub versions: BTreeMap<String, Series>,
+}
+
+impl ModelState {
+    pub fn newest_event_ms(&self) -> Option<TimestampMs> {
+        self.versions
+            .values()
+            .filter_map(|series| series.newest_event_ms)
+            .max()
+    }
+
+    /// Lifetime counters of every version of the model, merged.
+    pub fn totals(&self) -> Counters {
+        let mut totals = Counters::default();
+        self.versions
+            .values()
+            .for_each(|series| totals.merge(&series.totals));
+        totals
+    }
+}
+
+/// Why an event cannot be aggregated; it is then not stored either.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("model limit reached: modelwatch already tracks {limit} models")]
+    TooManyModels { limit: usize },
+    #[error("model {model} is a {kind} model, so prediction must be {expected}")]
+    KindMismatch {
+        model: String,
+        kind: &'static str,
+        expected: &'static str,
+    },
+}
+
+impl Refusal {
+    /// The event field the refusal is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Refusal::TooManyModels { .. } => "model",
+            Refusal::KindMismatch { .. } => "prediction",
+        }
+    }
+}
+
+/// Decisions of the events checked earlier in one group commit.
+#[derive(Debug, Default)]
+pub struct PendingModels {
+    kinds: std::collections::HashMap<String, Option<ModelKind>>,
+    new_models: BTreeSet<String>,
+}
+
+/// A restored aggregate, as decoded from the store.
+#[derive(Debug)]
+pub enum Restored {
+    Bucket(Box<Bucket>),
+    Counters(Counters),
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregates {
+    pub config: AggregationConfig,
+    pub models: BTreeMap<String, ModelState>,
+}
+
+impl Aggregates {
+    pub fn new(config: AggregationConfig) -> Self {
+        Self {
+            config,
+            models: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `event` may be stored and aggregated. `pending` carries what
+    /// earlier events of the same group commit decided (new models, kinds),
+    /// since they are checked before any of them is applied.
+    pub fn check(&self, event: &PredictionEvent, pending: &mut PendingModels) -> Result<(), Refusal> {
+        let existing = self.models.get(&event.model);
+        let known_kind = existing
+            .and_then(|model| model.kind)
+            .or_else(|| pending.kinds.get(&event.model).copied().flatten());
+        if existing.is_none() && !pending.new_models.contains(&event.model) {
+            let limit = self.config.limits.max_models;
+            if self.models.len() + pending.new_models.len() >= limit {
+                return Err(Refusal::TooManyModels { limit });
+            }
+            pending.new_models.insert(event.model.clone());
+        }
+        let this_kind = ModelKind::of(event);
+        match (known_kind, this_kind) {
+            (Some(known), Some(this)) if known != this => {
+                return Err(Refusal::KindMismatch {
+                    model: event.model.clone(),
+                    kind: known.as_str(),
+                    expected: match known {
+                        ModelKind::Classification => "a class string",
+                        ModelKind::Regression => "a number",
+                    },
+                });
+            }
+            (None, Some(_)) => {
+                pending.kinds.insert(event.model.clone(), this_kind);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Adds a stored event. Call [`Aggregates::check`] first.
+    pub fn apply(&mut self, event: &PredictionEvent, changes: &mut Changes) {
+        let limits = &self.config.limits;
+        let model = match self.models.get_mut(&event.model) {
+            Some(model) => model,
+            None => self.models.entry(event.model.clone()).or_default(),
+        };
+        if model.kind.is_none() {
+            model.kind = ModelKind::of(event);
+        }
+        let folded = model.limits.fold(event, limits);
+        let series = match model.versions.get_mut(folded.version) {
+            Some(series) => series,
+            None => model.versions.entry(folded.version.to_owned()).or_default(),
+        };
+        series.totals.observe(event, folded.names);
+        let newest = series
+            .newest_event_ms
+            .map_or(event.timestamp_ms, |newest| newest.max(event.timestamp_ms));
+        series.newest_event_ms = Some(newest);
+
+        let minute_horizon = newest - self.config.minute_retention_ms;
+        let hour_horizon = newest - self.config.hour_retention_ms;
+        let target = if event.timestamp_ms >= bucket_start(minute_horizon, MINUTE_MS) {
+            let start = bucket_start(event.timestamp_ms, MINUTE_MS);
+            Some((
+                Resolution::Minute,
+                series.minutes.entry(start).or_default(),
+                start,
+            ))
+        } else if event.timestamp_ms >= bucket_start(hour_horizon, HOUR_MS) {
+            let start = bucket_start(event.timestamp_ms, HOUR_MS);
+            Some((Resolution::Hour, series.hours.entry(start).or_default(), start))
+        } else {
+            // Older than any window modelwatch answers: only the lifetime counters.
+            None
+        };
+        let key = |resolution, start_ms| BucketKey {
+            model: event.model.clone(),
+            version: folded.version.to_owned(),
+            resolution,
+            start_ms,
+        };
+        if let Some((resolution, bucket, start)) = target {
+            bucket.observe(event, folded.names, &folded.features);
+            changes.upsert(key(resolution, start));
+        }
+        changes.upsert(key(Resolution::Lifetime, 0));
+    }
+
+    /// Rolls minute buckets past the horizon into hours and drops hours past
+    /// retention, for every series named in `changes`.
+    pub fn maintain(&mut self, changes: &mut Changes) {
+        let touched: BTreeSet<(String, String)> = changes
+            .upserts
+            .iter()
+            .map(|key| (key.model.clone(), key.version.clone()))
+            .collect();
+        for (model_name, version) in touched {
+            let Some(series) = self
+                .models
+                .get_mut(&model_name)
+                .and_then(|model| model.versions.get_mut(&version))
+            else {
+                continue;
+            };
+            let Some(newest) = series.newest_event_ms else {
+                continue;
+            };
+            let key = |resolution, start_ms| BucketKey {
+                model: model_name.clone(),
+                version: version.clone(),
+                resolution,
+                start_ms,
+            };
+            let minute_horizon = bucket_start(newest - self.config.minute_retention_ms, MINUTE_MS);
+            let expired_minutes: Vec<TimestampMs> = series
+                .minutes
+                .range(..minute_horizon)
+                .map(|(start, _)| *start)
+                .collect();
+            for minute in expired_minutes {
+                let bucket = series.minutes.remove(&minute).expect("listed above");
+                let hour = bucket_start(minute, HOUR_MS);
+                series.hours.entry(hour).or_default().merge(&bucket);
+                changes.delete(key(Resolution::Minute, minute));
+                changes.upsert(key(Resolution::Hour, hour));
+            }
+            let hour_horizon = bucket_start(newest - self.config.hour_retention_ms, HOUR_MS);
+            let expired_hours: Vec<TimestampMs> = series
+                .hours
+                .range(..hour_horizon)
+                .map(|(start, _)| *start)
+                .collect();
+            for hour in expired_hours {
+                series.hours.remove(&hour);
+                changes.delete(key(Resolution::Hour, hour));
+            }
+        }
+    }
+
+    /// The persisted form of the aggregate named by `key`, if it exists.
+    pub fn encode(&self, key: &BucketKey) -> Option<Vec<u8>> {
+        let series = self.models.get(&key.model)?.versions.get(&key.version)?;
+        let encoded = match key.resolution {
+            Resolution::Lifetime => postcard::to_stdvec(&series.totals),
+            Resolution::Minute => postcard::to_stdvec(series.minutes.get(&key.start_ms)?),
+            Resolution::Hour => postcard::to_stdvec(series.hours.get(&key.start_ms)?),
+        };
+        Some(encoded.expect("aggregates always serialize"))
+    }
+
+    /// Loads one persisted aggregate back, on start.
+    pub fn restore(&mut self, key: BucketKey, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let restored = match key.resolution {
+            Resolution::Lifetime => Restored::Counters(postcard::from_bytes(bytes)?),
+            _ => Restored::Bucket(Box::new(postcard::from_bytes(bytes)?)),
+        };
+        let model = self.models.entry(key.model).or_default();
+        model.limits.learn_version(&key.version);
+        let series = model.versions.entry(key.version).or_default();
+        match restored {
+            Restored::Counters(counters) => {
+                model.limits.learn_counters(&counters);
+                series.totals = counters;
+            }
+            Restored::Bucket(bucket) => {
+                model.limits.learn_bucket(&bucket);
+                if model.kind.is_none() {
+                    model.kind = if bucket.regression.moments.count > 0 {
+                        Some(ModelKind::Regression)
+                    } else if !bucket.counters.classes.is_empty() {
+                        Some(ModelKind::Classification)
+                    } else {
+                        None
+                    };
+                }
+                let end = key.start_ms
+                    + if key.resolution == Resolution::Minute {
+                        MINUTE_MS
+                    } else {
+                        HOUR_MS
+                    }
+                    - 1;
+                series.newest_event_ms = Some(series.newest_event_ms.map_or(end, |newest| newest.max(end)));
+                let buckets = if key.resolution == Resolution::Minute {
+                    &mut series.minutes
+                } else {
+                    &mut series.hours
+                };
+                buckets.insert(key.start_ms, *bucket);
+            }
+        }
+        Ok(())
+    }
+
+    /// The merge of every bucket of `model` (one version, or all) that starts
+    /// inside `window`. `None` when the model is unknown.
+    pub fn window(&self, model: &str, version: Option<&str>, window: Window) -> Option<Bucket> {
+        let model = self.models.get(model)?;
+        let mut merged = Bucket::default();
+        for (name, series) in &model.versions {
+            if version.is_some_and(|wanted| wanted != name) {
+                continue;
+            }
+            for (_, bucket) in series.minutes.range(window.start_ms..window.end_ms) {
+                merged.merge(bucket);
+            }
+            for (_, bucket) in series.hours.range(window.start_ms..window.end_ms) {
+                merged.merge(bucket);
+            }
+        }
+        Some(merged)
+    }
+}

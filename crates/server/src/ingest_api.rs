@@ -1,0 +1,206 @@
+//! `POST /v1/predictions`: body framing, parsing off the async runtime, and
+//! the per-row answer.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use modelwatch_core::wire::{self, BodyFormat, RowError};
+use serde::Serialize;
+
+use crate::App;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::ingest::{ParsedRow, RowOutcome, SubmitError};
+
+#[derive(Serialize)]
+struct Rejected<'a> {
+    index: usize,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct IngestAnswer<'a> {
+    /// Rows that are durable now (including duplicates of stored rows).
+    accepted: usize,
+    /// Accepted rows whose `prediction_id` was already stored: not counted again.
+    duplicates: usize,
+    rejected: Vec<Rejected<'a>>,
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyFormat::Json);
+    };
+    let content_type = content_type.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    match essence {
+        "application/json" | "" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            Ok(BodyFormat::Ndjson)
+        }
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("content type {other:?} is not supported: send application/json (an array) or application/x-ndjson"),
+        )
+        .with_field("content-type")),
+    }
+}
+
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("request body exceeds the limit of {limit} bytes: split it into smaller batches"),
+        )
+        .with_field("body")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+struct Parsed {
+    rows: Vec<ParsedRow>,
+    errors: Vec<(usize, RowError)>,
+}
+
+fn parse_body(
+    body: &Bytes,
+    format: BodyFormat,
+    received_ms: i64,
+    limits: &wire::ParseLimits,
+) -> Result<Parsed, ApiError> {
+    let slices = wire::split_rows(body, format)
+        .map_err(|error| ApiError::new(ErrorCode::MalformedBody, error.message).with_field("body"))?;
+    let base = body.as_ptr() as usize;
+    let mut parsed = Parsed {
+        rows: Vec::with_capacity(slices.len()),
+        errors: Vec::new(),
+    };
+    for (index, slice) in slices.into_iter().enumerate() {
+        match wire::parse_prediction(slice, received_ms, limits) {
+            Ok(event) => {
+                let start = slice.as_ptr() as usize - base;
+                parsed.rows.push(ParsedRow {
+                    index,
+                    range: start..start + slice.len(),
+                    event,
+                });
+            }
+            Err(error) => parsed.errors.push((index, error)),
+        }
+    }
+    Ok(parsed)
+}
+
+pub(crate) async fn post_predictions(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    match ingest(app, headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let format = body_format(&headers)?;
+    let received_ms = jiff::Timestamp::now().as_millisecond();
+    let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
+    let limits = app.parse_limits.clone();
+    let body_for_parse = body.clone();
+    let parsed =
+        tokio::task::spawn_blocking(move || parse_body(&body_for_parse, format, received_ms, &limits))
+            .await
+            .map_err(|error| {
+                ApiError::new(ErrorCode::StorageUnavailable, format!("parser failed: {error}"))
+            })??;
+
+    let telemetry = &app.shared.telemetry;
+    for (_, error) in &parsed.errors {
+        telemetry.record_rejected(error.code.as_str(), 1);
+    }
+    let row_indexes: Vec<usize> = parsed.rows.iter().map(|row| row.index).collect();
+    let outcomes = if parsed.rows.is_empty() {
+        Vec::new()
+    } else {
+        let waiting = app
+            .queue
+            .submit(body, received_ms, parsed.rows)
+            .map_err(|error| match error {
+                SubmitError::QueueFull => {
+                    telemetry
+                        .requests_overloaded
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ApiError::new(
+                        ErrorCode::Overloaded,
+                        "the write queue is full: retry after the delay in Retry-After",
+                    )
+                }
+                SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
+            })?;
+        waiting
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
+            .map_err(|failure| {
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    format!("the store could not commit; nothing of this request was stored: {failure}"),
+                )
+            })?
+    };
+    Ok(answer(&parsed.errors, &row_indexes, &outcomes))
+}
+
+fn answer(errors: &[(usize, RowError)], row_indexes: &[usize], outcomes: &[RowOutcome]) -> Response {
+    let refusal_messages: Vec<(usize, String, &'static str)> = row_indexes
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(index, outcome)| match outcome {
+            RowOutcome::Refused(refusal) => Some((*index, refusal.to_string(), refusal.field())),
+            _ => None,
+        })
+        .collect();
+    let mut rejected: Vec<Rejected<'_>> = errors
+        .iter()
+        .map(|(index, error)| Rejected {
+            index: *index,
+            error: ErrorBody {
+                code: error.code.as_str(),
+                message: &error.message,
+                field: error.field.as_deref(),
+            },
+        })
+        .chain(refusal_messages.iter().map(|(index, message, field)| Rejected {
+            index: *index,
+            error: ErrorBody {
+                code: "refused",
+                message,
+                field: Some(field),
+            },
+        }))
+        .collect();
+    rejected.sort_by_key(|rejected| rejected.index);
+    let duplicates = outcomes
+        .iter()
+        .filter(|outcome| **outcome == RowOutcome::Duplicate)
+        .count();
+    let accepted = outcomes
+        .iter()
+        .filter(|outcome| !matches!(outcome, RowOutcome::Refused(_)))
+        .count();
+    // A batch of which nothing was accepted is the client's fault as a whole.
+    let status = if accepted == 0 && !rejected.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let body = IngestAnswer {
+        accepted,
+        duplicates,
+        rejected,
+    };
+    (status, axum::Json(body)).into_response()
+}

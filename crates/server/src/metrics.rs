@@ -1,0 +1,360 @@
+//! `GET /metrics`: the seed's metric families (names, labels and buckets kept
+//! exactly) plus modelwatch's own health, encoded by `prometheus-client`.
+//! OpenMetrics when the scraper asks for it, text 0.0.4 otherwise.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use modelwatch_core::aggregate::Counters;
+use modelwatch_core::limits::OTHER;
+use modelwatch_core::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS};
+use modelwatch_core::time::Window;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::App;
+use crate::state::{COMMIT_BUCKETS, Shared};
+
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Reads modelwatch's state at scrape time.
+#[derive(Clone)]
+pub struct StateCollector {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("StateCollector")
+    }
+}
+
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StateCollector { shared }));
+    registry
+}
+
+struct ConstHistogram<'a> {
+    counts: &'a BucketCounts,
+    bounds: &'a [f64],
+}
+
+impl ConstHistogram<'_> {
+    fn encode(&self, encoder: &mut MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .enumerate()
+            .map(|(index, bound)| (bound, self.counts.counts.get(index).copied().unwrap_or(0)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.counts.sum, self.counts.count(), &buckets, None)
+    }
+}
+
+fn counter(encoder: &mut MetricEncoder<'_>, value: u64) -> Result<(), std::fmt::Error> {
+    encoder.encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(encoder: &mut MetricEncoder<'_>, value: f64) -> Result<(), std::fmt::Error> {
+    encoder.encode_gauge(&value)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let aggregates = self.shared.aggregates.read().expect("aggregates lock");
+        // Per model: lifetime counters merged over versions (the seed's
+        // histograms and class counters carry no version label).
+        let per_model: Vec<(&str, Counters)> = aggregates
+            .models
+            .iter()
+            .map(|(name, model)| (name.as_str(), model.totals()))
+            .collect();
+
+        let mut family = encoder.encode_descriptor(
+            "ml_prediction_requests",
+            "Total prediction requests",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model_name, model) in &aggregates.models {
+            for (version, series) in &model.versions {
+                let labels = [
+                    ("model_name", model_name.as_str()),
+                    ("model_version", version.as_str()),
+                ];
+                counter(&mut family.encode_family(&labels)?, series.totals.requests)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "ml_prediction_latency_seconds",
+            "Prediction latency",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (model_name, totals) in &per_model {
+            let labels = [("model_name", *model_name)];
+            ConstHistogram {
+                counts: &totals.latency,
+                bounds: &LATENCY_BUCKETS,
+            }
+            .encode(&mut family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "ml_prediction_errors",
+            "Total prediction errors",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model_name, totals) in &per_model {
+            for (error_type, count) in &totals.errors_by_type {
+                let labels = [("model_name", *model_name), ("error_type", error_type.as_str())];
+                counter(&mut family.encode_family(&labels)?, *count)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "ml_prediction_confidence",
+            "Model confidence scores",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (model_name, totals) in &per_model {
+            for (class, counts) in &totals.classes {
+                let labels = [("model_name", *model_name), ("predicted_class", class.as_str())];
+                ConstHistogram {
+                    counts: &counts.confidence,
+                    bounds: &CONFIDENCE_BUCKETS,
+                }
+                .encode(&mut family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "ml_prediction_class",
+            "Predictions by class",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model_name, totals) in &per_model {
+            for (class, counts) in &totals.classes {
+                let labels = [("model_name", *model_name), ("predicted_class", class.as_str())];
+                counter(&mut family.encode_family(&labels)?, counts.count)?;
+            }
+        }
+
+        let feature_window = Window::ending_at(now_ms, self.shared.config.metrics.feature_window.ms);
+        let mut family = encoder.encode_descriptor(
+            "ml_feature_value",
+            "Feature statistics over the configured feature window, ending now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for model_name in aggregates.models.keys() {
+            let Some(bucket) = aggregates.window(model_name, None, feature_window) else {
+                continue;
+            };
+            for (feature, stats) in &bucket.features {
+                let moments = &stats.numeric;
+                let statistics = [
+                    ("mean", moments.mean()),
+                    ("std", moments.std()),
+                    ("min", moments.min()),
+                    ("max", moments.max()),
+                ];
+                for (statistic, value) in statistics {
+                    let Some(value) = value else { continue };
+                    let labels = [
+                        ("model_name", model_name.as_str()),
+                        ("feature_name", feature.as_str()),
+                        ("statistic", statistic),
+                    ];
+                    gauge(&mut family.encode_family(&labels)?, value)?;
+                }
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_cardinality_folded",
+            "Label values folded into __other__ past a cardinality limit",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model_name, model) in &aggregates.models {
+            for (dimension, count) in &model.limits.folded {
+                let labels = [
+                    ("model_name", model_name.as_str()),
+                    ("dimension", dimension.as_str()),
+                ];
+                counter(&mut family.encode_family(&labels)?, *count)?;
+            }
+        }
+        drop(aggregates);
+        debug_assert!(!OTHER.is_empty());
+
+        let telemetry = &self.shared.telemetry;
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_events_ingested",
+            "Prediction events stored durably",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut family, telemetry.events_stored.load(Ordering::Relaxed))?;
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_events_duplicate",
+            "Events acknowledged as duplicates of stored prediction ids",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut family, telemetry.events_duplicate.load(Ordering::Relaxed))?;
+        let rejected = telemetry.events_rejected.lock().expect("telemetry lock").clone();
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_events_rejected",
+            "Events rejected, by error code",
+            None,
+            MetricType::Counter,
+        )?;
+        for (code, count) in rejected {
+            counter(&mut family.encode_family(&[("code", code)])?, count)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_requests_overloaded",
+            "Ingestion requests answered 429 because the write queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut family, telemetry.requests_overloaded.load(Ordering::Relaxed))?;
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_write_queue_events",
+            "Events parsed and waiting for the writer",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(
+            &mut family,
+            telemetry.queued_events.load(Ordering::Relaxed) as f64,
+        )?;
+        let commit_seconds = telemetry.commit_seconds.lock().expect("telemetry lock").clone();
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_commit_duration_seconds",
+            "Duration of group commits",
+            None,
+            MetricType::Histogram,
+        )?;
+        ConstHistogram {
+            counts: &commit_seconds,
+            bounds: &COMMIT_BUCKETS,
+        }
+        .encode(&mut family)?;
+        Ok(())
+    }
+}
+
+/// Whether the scraper asked for OpenMetrics.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"))
+}
+
+/// Encodes the registry as OpenMetrics text.
+pub fn encode_openmetrics(registry: &Registry) -> String {
+    let mut text = String::with_capacity(64 * 1024);
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// Rewrites OpenMetrics text into Prometheus text format 0.0.4: counters are
+/// declared under their `_total` sample name, and `# UNIT`/`# EOF` lines and
+/// `_created` samples (absent in 0.0.4) are dropped.
+pub fn openmetrics_to_text_004(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // OpenMetrics writes HELP before TYPE; the HELP line waits for the TYPE
+    // line to learn whether the family is a counter.
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            pending_help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            if let Some((help_name, help)) = pending_help.take() {
+                debug_assert_eq!(help_name, name);
+                out.push_str("# HELP ");
+                out.push_str(name);
+                out.push_str(suffix);
+                out.push(' ');
+                out.push_str(help);
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push_str(suffix);
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
+            continue;
+        }
+        let sample_name = line.split(['{', ' ']).next().unwrap_or("");
+        if sample_name.ends_with("_created") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_004_declares_counters_under_their_sample_name() {
+        let openmetrics = "# HELP a Requests.\n# TYPE a counter\na_total{m=\"x\"} 3\na_created 1.0\n\
+                           # HELP h Latency.\n# TYPE h histogram\nh_sum 1.0\n# UNIT h seconds\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text_004(openmetrics),
+            "# HELP a_total Requests.\n# TYPE a_total counter\na_total{m=\"x\"} 3\n\
+             # HELP h Latency.\n# TYPE h histogram\nh_sum 1.0\n"
+        );
+    }
+}
+
+pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    let openmetrics = wants_openmetrics(&headers);
+    let registry = app.registry.clone();
+    let (body, content_type) = tokio::task::spawn_blocking(move || {
+        let text = encode_openmetrics(&registry);
+        if openmetrics {
+            (text, OPENMETRICS_CONTENT_TYPE)
+        } else {
+            (openmetrics_to_text_004(&text), TEXT_CONTENT_TYPE)
+        }
+    })
+    .await
+    .expect("metrics encoding does not panic");
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

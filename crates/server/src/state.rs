@@ -1,0 +1,70 @@
+//! State shared by the HTTP handlers, the writer thread and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use modelwatch_core::series::Aggregates;
+use modelwatch_core::stats::BucketCounts;
+
+use crate::config::Config;
+use crate::ingest::RowOutcome;
+
+pub struct Shared {
+    pub config: Config,
+    pub aggregates: RwLock<Aggregates>,
+    pub telemetry: Telemetry,
+    /// False when the store failed and state could not be reloaded.
+    pub ready: AtomicBool,
+}
+
+/// Upper bounds of `modelwatch_commit_duration_seconds`.
+pub const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// modelwatch's own health counters. Updated per batch, not per event.
+#[derive(Default)]
+pub struct Telemetry {
+    pub events_stored: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    /// Rejected rows by error code (a small, fixed set of codes).
+    pub events_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    pub queued_events: AtomicUsize,
+    pub requests_overloaded: AtomicU64,
+    pub commit_seconds: Mutex<BucketCounts>,
+}
+
+impl Telemetry {
+    pub fn record_commit(&self, seconds: f64) {
+        self.commit_seconds
+            .lock()
+            .expect("telemetry lock")
+            .observe(&COMMIT_BUCKETS, seconds);
+    }
+
+    pub fn record_outcomes(&self, outcomes: &[RowOutcome]) {
+        let mut stored = 0;
+        let mut duplicates = 0;
+        let mut refused = 0;
+        for outcome in outcomes {
+            match outcome {
+                RowOutcome::Stored => stored += 1,
+                RowOutcome::Duplicate => duplicates += 1,
+                RowOutcome::Refused(_) => refused += 1,
+            }
+        }
+        self.events_stored.fetch_add(stored, Ordering::Relaxed);
+        self.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
+        if refused > 0 {
+            self.record_rejected("refused", refused);
+        }
+    }
+
+    pub fn record_rejected(&self, code: &'static str, count: u64) {
+        *self
+            .events_rejected
+            .lock()
+            .expect("telemetry lock")
+            .entry(code)
+            .or_default() += count;
+    }
+}
