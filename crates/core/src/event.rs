@@ -54,8 +54,8 @@ pub struct PredictionEvent {
     pub latency_seconds: Option<f64>,
     pub status: Status,
     pub prediction: Option<Prediction>,
-    /// Confidence of the predicted class: the given `confidence`, or the largest
-    /// of `probabilities`.
+    /// Confidence of the predicted class: the given `confidence`, or the
+    /// probability of the predicted class in `probabilities`.
     pub confidence: Option<f64>,
     /// Class probabilities as given, in wire order.
     pub probabilities: Vec<(String, f64)>,
