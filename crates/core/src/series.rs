@@ -32,8 +32,9 @@ impl Default for AggregationConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Resolution {
+    #[default]
     Minute,
     Hour,
     /// The lifetime counters; `start_ms` is 0.
@@ -60,7 +61,7 @@ impl Resolution {
 }
 
 /// Names one persisted aggregate.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BucketKey {
     pub model: String,
     pub version: String,
@@ -68,20 +69,48 @@ pub struct BucketKey {
     pub start_ms: TimestampMs,
 }
 
+/// How many recently marked keys `Changes` remembers to skip re-marking.
+const RECENT_KEYS: usize = 4;
+
 /// What a batch changed, for the store to persist in the same transaction.
 #[derive(Debug, Default)]
 pub struct Changes {
     pub upserts: BTreeSet<BucketKey>,
     pub deletes: BTreeSet<BucketKey>,
+    /// Keys marked last; a cache only, always a subset of `upserts` or stale
+    /// entries of deleted keys (which `delete` clears).
+    recent: [BucketKey; RECENT_KEYS],
+    recent_next: usize,
 }
 
 impl Changes {
+    /// Like `upsert`, without allocating a key when it is already marked:
+    /// consecutive events mostly touch the same buckets.
+    fn upsert_named(&mut self, model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) {
+        let already = self.recent.iter().any(|key| {
+            key.start_ms == start_ms && key.resolution == resolution && key.model == model && key.version == version
+        });
+        if already {
+            return;
+        }
+        let key = BucketKey {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            resolution,
+            start_ms,
+        };
+        self.recent[self.recent_next % RECENT_KEYS] = key.clone();
+        self.recent_next += 1;
+        self.upsert(key);
+    }
+
     fn upsert(&mut self, key: BucketKey) {
         self.deletes.remove(&key);
         self.upserts.insert(key);
     }
 
     fn delete(&mut self, key: BucketKey) {
+        self.recent = Default::default();
         self.upserts.remove(&key);
         self.deletes.insert(key);
     }
@@ -269,17 +298,11 @@ impl Aggregates {
             // Older than any window modelwatch answers: only the lifetime counters.
             None
         };
-        let key = |resolution, start_ms| BucketKey {
-            model: event.model.clone(),
-            version: folded.version.to_owned(),
-            resolution,
-            start_ms,
-        };
         if let Some((resolution, bucket, start)) = target {
             bucket.observe(event, folded.names, &folded.features);
-            changes.upsert(key(resolution, start));
+            changes.upsert_named(&event.model, folded.version, resolution, start);
         }
-        changes.upsert(key(Resolution::Lifetime, 0));
+        changes.upsert_named(&event.model, folded.version, Resolution::Lifetime, 0);
     }
 
     /// Rolls minute buckets past the horizon into hours and drops hours past
