@@ -37,6 +37,23 @@ fn operations(server: &Server, model: &str, query: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Decodes every stored event and counts them per predicted class.
+fn stored_class_counts(data_dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let store = modelwatch_store::SqliteStore::open(data_dir, modelwatch_store::Synchronous::Normal).unwrap();
+    let names = modelwatch_core::codec::Dictionary::from_names(store.load_names().unwrap());
+    let mut counts = std::collections::BTreeMap::new();
+    store
+        .scan_predictions(|row| {
+            let (event, _) = modelwatch_core::codec::decode(row.prediction_id, row.body, &names).unwrap();
+            if let Some(modelwatch_core::event::Prediction::Class(class)) = event.prediction {
+                *counts.entry(class).or_default() += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    counts
+}
+
 fn sqlite_prediction_count(data_dir: &Path) -> u64 {
     let connection = rusqlite::Connection::open(data_dir.join("modelwatch.db")).unwrap();
     connection
@@ -468,6 +485,15 @@ fn kill_9_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice() {
         "acknowledged events were lost"
     );
     assert_eq!(stored % 250, 0, "a batch was stored in part");
+    let (_, _, metrics) = server.get("/metrics");
+    for (class, count) in stored_class_counts(&data) {
+        let line =
+            format!("ml_prediction_class_total{{model_name=\"m\",predicted_class=\"{class}\"}} {count}");
+        assert!(
+            metrics.contains(&line),
+            "recovered aggregates disagree with the stored events: {line}\n{metrics}"
+        );
+    }
 
     // Resend everything: only what was never stored is new.
     let mut duplicates = 0;

@@ -4,6 +4,7 @@
 //! Nothing here does IO, spawns threads or reads the clock: callers pass `now`.
 
 pub mod aggregate;
+pub mod codec;
 pub mod event;
 pub mod limits;
 pub mod series;

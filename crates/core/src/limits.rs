@@ -1,7 +1,9 @@
 //! Cardinality limits: past a limit, new label values fold into `__other__`,
 //! so that no client can flood Prometheus or memory with unbounded labels.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::aggregate::{self, Bucket, Counters, FoldedFeature, FoldedNames, TIMEOUT_ERROR_TYPE};
 use crate::event::PredictionEvent;

@@ -88,7 +88,10 @@ impl Changes {
     /// consecutive events mostly touch the same buckets.
     fn upsert_named(&mut self, model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) {
         let already = self.recent.iter().any(|key| {
-            key.start_ms == start_ms && key.resolution == resolution && key.model == model && key.version == version
+            key.start_ms == start_ms
+                && key.resolution == resolution
+                && key.model == model
+                && key.version == version
         });
         if already {
             return;

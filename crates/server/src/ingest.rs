@@ -3,29 +3,76 @@
 //! requests), then applies the new events to the in-memory aggregates. A row
 //! is acknowledged only after the transaction that stored it has committed.
 
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use axum::body::Bytes;
+use modelwatch_core::codec::{self, Dictionary};
 use modelwatch_core::event::PredictionEvent;
 use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, PendingModels, Refusal};
-use modelwatch_store::{PredictionRow, SqliteStore, StoreError};
+use modelwatch_store::{Checkpointer, PredictionRow, SqliteStore, StoreError};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::state::Shared;
 
-/// One validated row of a request, pointing into the request body.
+/// One validated row of a request.
 #[derive(Debug)]
 pub struct ParsedRow {
     /// Position of the row in the request.
     pub index: usize,
-    /// The row's bytes within the body, stored verbatim.
-    pub range: Range<usize>,
     pub event: PredictionEvent,
+    /// The event in its stored form, encoded off the writer thread.
+    pub stored: Vec<u8>,
+}
+
+/// Names of the stored form, shared by the parsing threads (which assign ids)
+/// and the writer (which persists them before any row that uses them).
+#[derive(Debug, Default)]
+pub struct SharedNames {
+    dictionary: RwLock<Dictionary>,
+}
+
+impl SharedNames {
+    pub fn new(dictionary: Dictionary) -> Self {
+        Self {
+            dictionary: RwLock::new(dictionary),
+        }
+    }
+
+    /// A per-request view that caches ids, so that most lookups take no lock.
+    pub fn for_request(&self) -> RequestNames<'_> {
+        RequestNames {
+            shared: self,
+            cache: rustc_hash::FxHashMap::default(),
+        }
+    }
+
+    fn names_since(&self, len: usize) -> Vec<String> {
+        self.dictionary
+            .read()
+            .expect("names lock")
+            .names_since(len)
+            .to_vec()
+    }
+}
+
+pub struct RequestNames<'a> {
+    shared: &'a SharedNames,
+    cache: rustc_hash::FxHashMap<String, u32>,
+}
+
+impl codec::NameIds for RequestNames<'_> {
+    fn id_of(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.cache.get(name) {
+            return *id;
+        }
+        let known = self.shared.dictionary.read().expect("names lock").get(name);
+        let id = known.unwrap_or_else(|| self.shared.dictionary.write().expect("names lock").id_of(name));
+        self.cache.insert(name.to_owned(), id);
+        id
+    }
 }
 
 /// What became of one row.
@@ -42,8 +89,6 @@ pub enum RowOutcome {
 pub struct StorageFailure(pub String);
 
 struct Job {
-    body: Bytes,
-    received_ms: i64,
     rows: Vec<ParsedRow>,
     reply: oneshot::Sender<Result<Vec<RowOutcome>, StorageFailure>>,
 }
@@ -66,8 +111,6 @@ impl IngestQueue {
     /// Queues rows for the writer; the answer arrives once they are durable.
     pub fn submit(
         &self,
-        body: Bytes,
-        received_ms: i64,
         rows: Vec<ParsedRow>,
     ) -> Result<oneshot::Receiver<Result<Vec<RowOutcome>, StorageFailure>>, SubmitError> {
         let count = rows.len();
@@ -80,18 +123,18 @@ impl IngestQueue {
             return Err(SubmitError::QueueFull);
         }
         let (reply, receiver) = oneshot::channel();
-        let job = Job {
-            body,
-            received_ms,
-            rows,
-            reply,
-        };
+        let job = Job { rows, reply };
         if self.sender.send(job).is_err() {
             queued.fetch_sub(count, Ordering::AcqRel);
             return Err(SubmitError::Closed);
         }
         Ok(receiver)
     }
+}
+
+/// Loads the stored form's name dictionary.
+pub fn load_names(store: &SqliteStore) -> Result<SharedNames, StoreError> {
+    Ok(SharedNames::new(Dictionary::from_names(store.load_names()?)))
 }
 
 /// Loads every persisted aggregate into memory.
@@ -113,15 +156,55 @@ pub fn start_writer(store: SqliteStore, shared: Arc<Shared>) -> (IngestQueue, st
         sender,
         shared: shared.clone(),
     };
+    let checkpointer = Checkpointer::open(&store);
     let handle = std::thread::Builder::new()
         .name("modelwatch-writer".into())
-        .spawn(move || run_writer(store, shared, receiver))
+        .spawn(move || {
+            let (stop_checkpoints, stopped) = mpsc::channel::<()>();
+            let checkpoints = match checkpointer {
+                Ok(checkpointer) => Some(
+                    std::thread::Builder::new()
+                        .name("modelwatch-checkpoint".into())
+                        .spawn(move || run_checkpoints(checkpointer, stopped))
+                        .expect("spawning the checkpoint thread"),
+                ),
+                Err(error) => {
+                    warn!(%error, "no checkpoint connection; the WAL is checkpointed on shutdown only");
+                    None
+                }
+            };
+            run_writer(store, shared, receiver);
+            drop(stop_checkpoints);
+            if let Some(checkpoints) = checkpoints {
+                let _ = checkpoints.join();
+            }
+        })
         .expect("spawning the writer thread");
     (queue, handle)
 }
 
+/// Copies the WAL into the database every few hundred milliseconds, until
+/// `stop` is dropped.
+fn run_checkpoints(checkpointer: Checkpointer, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+        if let Err(error) = checkpointer.passive() {
+            warn!(%error, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Receiver<Job>) {
     let max_events = shared.config.ingest.max_events_per_commit;
+    let mut persisted_names = shared.names.dictionary.read().expect("names lock").len();
+    // Freeing parsed events costs as much as a good part of the commit: it
+    // happens on its own thread, off the serial write path.
+    let (garbage, garbage_receiver) = mpsc::channel::<Vec<ParsedRow>>();
+    let janitor = std::thread::Builder::new()
+        .name("modelwatch-free".into())
+        .spawn(move || garbage_receiver.into_iter().for_each(drop))
+        .expect("spawning the janitor thread");
     while let Ok(first) = receiver.recv() {
         let mut group_events = first.rows.len();
         let mut jobs = vec![first];
@@ -135,7 +218,13 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
             }
         }
         let started = Instant::now();
-        let result = commit_group(&mut store, &shared.aggregates, &jobs);
+        let result = commit_group(
+            &mut store,
+            &shared.names,
+            &mut persisted_names,
+            &shared.aggregates,
+            &jobs,
+        );
         shared.telemetry.record_commit(started.elapsed().as_secs_f64());
         shared
             .telemetry
@@ -147,6 +236,7 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
                     shared.telemetry.record_outcomes(&outcomes);
                     // The client may have gone away; its rows are stored anyway.
                     let _ = job.reply.send(Ok(outcomes));
+                    let _ = garbage.send(job.rows);
                 }
             }
             Err(failure) => {
@@ -166,6 +256,8 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
             }
         }
     }
+    drop(garbage);
+    let _ = janitor.join();
     if let Err(error) = store.checkpoint() {
         warn!(%error, "final checkpoint failed; the WAL will be replayed on next start");
     }
@@ -175,6 +267,8 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
 /// Stores and aggregates a group of jobs in one transaction.
 fn commit_group(
     store: &mut SqliteStore,
+    names: &SharedNames,
+    persisted_names: &mut usize,
     aggregates: &RwLock<Aggregates>,
     jobs: &[Job],
 ) -> Result<Vec<Vec<RowOutcome>>, StoreError> {
@@ -191,7 +285,13 @@ fn commit_group(
             })
             .collect()
     };
-    store.transaction(|writer| {
+    // Every name a row of this group uses was assigned before the row was
+    // queued, so it is among these.
+    let new_names = names.names_since(*persisted_names);
+    let result = store.transaction(|writer| {
+        for (offset, name) in new_names.iter().enumerate() {
+            writer.insert_name((*persisted_names + offset) as u32, name)?;
+        }
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut stored: Vec<&PredictionEvent> = Vec::new();
         for (job, checks) in jobs.iter().zip(checks) {
@@ -202,10 +302,7 @@ fn commit_group(
                     Ok(()) => {
                         let inserted = writer.insert_prediction(&PredictionRow {
                             prediction_id: &row.event.prediction_id,
-                            model: &row.event.model,
-                            timestamp_ms: row.event.timestamp_ms,
-                            received_ms: job.received_ms,
-                            body: &job.body[row.range.clone()],
+                            body: &row.stored,
                         })?;
                         if inserted {
                             stored.push(&row.event);
@@ -239,5 +336,9 @@ fn commit_group(
             writer.delete_aggregate(key)?;
         }
         Ok(outcomes)
-    })
+    });
+    if result.is_ok() {
+        *persisted_names += new_names.len();
+    }
+    result
 }

@@ -5,12 +5,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use modelwatch_core::codec;
 use modelwatch_core::wire::{self, BodyFormat, RowError};
 use serde::Serialize;
 
 use crate::App;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::ingest::{ParsedRow, RowOutcome, SubmitError};
+use crate::ingest::{ParsedRow, RowOutcome, SharedNames, SubmitError};
 
 #[derive(Serialize)]
 struct Rejected<'a> {
@@ -74,10 +75,11 @@ fn parse_body(
     format: BodyFormat,
     received_ms: i64,
     limits: &wire::ParseLimits,
+    names: &SharedNames,
 ) -> Result<Parsed, ApiError> {
+    let mut names = names.for_request();
     let slices = wire::split_rows(body, format)
         .map_err(|error| ApiError::new(ErrorCode::MalformedBody, error.message).with_field("body"))?;
-    let base = body.as_ptr() as usize;
     let mut parsed = Parsed {
         rows: Vec::with_capacity(slices.len()),
         errors: Vec::new(),
@@ -85,12 +87,8 @@ fn parse_body(
     for (index, slice) in slices.into_iter().enumerate() {
         match wire::parse_prediction(slice, received_ms, limits) {
             Ok(event) => {
-                let start = slice.as_ptr() as usize - base;
-                parsed.rows.push(ParsedRow {
-                    index,
-                    range: start..start + slice.len(),
-                    event,
-                });
+                let stored = codec::encode(&event, received_ms, &mut names);
+                parsed.rows.push(ParsedRow { index, event, stored });
             }
             Err(error) => parsed.errors.push((index, error)),
         }
@@ -110,9 +108,9 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
     let received_ms = jiff::Timestamp::now().as_millisecond();
     let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
     let limits = app.parse_limits.clone();
-    let body_for_parse = body.clone();
+    let shared = app.shared.clone();
     let parsed =
-        tokio::task::spawn_blocking(move || parse_body(&body_for_parse, format, received_ms, &limits))
+        tokio::task::spawn_blocking(move || parse_body(&body, format, received_ms, &limits, &shared.names))
             .await
             .map_err(|error| {
                 ApiError::new(ErrorCode::StorageUnavailable, format!("parser failed: {error}"))
@@ -126,21 +124,18 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
     let outcomes = if parsed.rows.is_empty() {
         Vec::new()
     } else {
-        let waiting = app
-            .queue
-            .submit(body, received_ms, parsed.rows)
-            .map_err(|error| match error {
-                SubmitError::QueueFull => {
-                    telemetry
-                        .requests_overloaded
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    ApiError::new(
-                        ErrorCode::Overloaded,
-                        "the write queue is full: retry after the delay in Retry-After",
-                    )
-                }
-                SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
-            })?;
+        let waiting = app.queue.submit(parsed.rows).map_err(|error| match error {
+            SubmitError::QueueFull => {
+                telemetry
+                    .requests_overloaded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ApiError::new(
+                    ErrorCode::Overloaded,
+                    "the write queue is full: retry after the delay in Retry-After",
+                )
+            }
+            SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
+        })?;
         waiting
             .await
             .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?

@@ -95,6 +95,7 @@ pub fn open(
     let shared = Arc::new(Shared {
         config,
         aggregates: RwLock::new(aggregates),
+        names: ingest::load_names(&store)?,
         telemetry: Telemetry::default(),
         ready: AtomicBool::new(true),
     });

@@ -323,22 +323,6 @@ pub fn openmetrics_to_text_004(openmetrics: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_004_declares_counters_under_their_sample_name() {
-        let openmetrics = "# HELP a Requests.\n# TYPE a counter\na_total{m=\"x\"} 3\na_created 1.0\n\
-                           # HELP h Latency.\n# TYPE h histogram\nh_sum 1.0\n# UNIT h seconds\n# EOF\n";
-        assert_eq!(
-            openmetrics_to_text_004(openmetrics),
-            "# HELP a_total Requests.\n# TYPE a_total counter\na_total{m=\"x\"} 3\n\
-             # HELP h Latency.\n# TYPE h histogram\nh_sum 1.0\n"
-        );
-    }
-}
-
 pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     let openmetrics = wants_openmetrics(&headers);
     let registry = app.registry.clone();
@@ -357,4 +341,20 @@ pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Respo
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_004_declares_counters_under_their_sample_name() {
+        let openmetrics = "# HELP a Requests.\n# TYPE a counter\na_total{m=\"x\"} 3\na_created 1.0\n\
+                           # HELP h Latency.\n# TYPE h histogram\nh_sum 1.0\n# UNIT h seconds\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text_004(openmetrics),
+            "# HELP a_total Requests.\n# TYPE a_total counter\na_total{m=\"x\"} 3\n\
+             # HELP h Latency.\n# TYPE h histogram\nh_sum 1.0\n"
+        );
+    }
 }

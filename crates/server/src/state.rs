@@ -8,11 +8,12 @@ use modelwatch_core::series::Aggregates;
 use modelwatch_core::stats::BucketCounts;
 
 use crate::config::Config;
-use crate::ingest::RowOutcome;
+use crate::ingest::{RowOutcome, SharedNames};
 
 pub struct Shared {
     pub config: Config,
     pub aggregates: RwLock<Aggregates>,
+    pub names: SharedNames,
     pub telemetry: Telemetry,
     /// False when the store failed and state could not be reloaded.
     pub ready: AtomicBool,
