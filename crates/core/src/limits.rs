@@ -115,21 +115,22 @@ impl ModelLimits {
         });
         let mut features = Vec::with_capacity(event.features.len());
         for (name, value) in &event.features {
-            let name = self.fold_one(Dimension::Feature, name, limits.max_features_per_model);
-            let value = match aggregate::unfolded_feature(value) {
-                FoldedFeature::Category(category) => {
-                    let admitted = match self.categories.get_mut(name) {
-                        Some(admitted) => admitted,
-                        None => self.categories.entry(name.to_owned()).or_default(),
-                    };
-                    match admitted.admit(category, limits.max_categories_per_feature) {
-                        Some(category) => FoldedFeature::Category(category),
-                        None => {
-                            *self.folded.entry(Dimension::Category).or_default() += 1;
-                            FoldedFeature::Category(OTHER)
-                        }
-                    }
-                }
+            let value = aggregate::unfolded_feature(value);
+            // Only values count as folded occurrences: a null carries nothing.
+            let occurrences = u64::from(!matches!(value, FoldedFeature::Missing));
+            let name = self.fold_counted(
+                Dimension::Feature,
+                name,
+                limits.max_features_per_model,
+                occurrences,
+            );
+            let value = match value {
+                FoldedFeature::Category(category) => FoldedFeature::Category(self.fold_category(
+                    name,
+                    category,
+                    limits.max_categories_per_feature,
+                    1,
+                )),
                 other => other,
             };
             features.push((name, value));
@@ -145,6 +146,18 @@ impl ModelLimits {
     }
 
     fn fold_one<'a>(&mut self, dimension: Dimension, name: &'a str, limit: usize) -> &'a str {
+        self.fold_counted(dimension, name, limit, 1)
+    }
+
+    /// Folds `name` as if `occurrences` events carried it: the folded counter
+    /// grows by that many when the name is past the limit.
+    pub fn fold_counted<'a>(
+        &mut self,
+        dimension: Dimension,
+        name: &'a str,
+        limit: usize,
+        occurrences: u64,
+    ) -> &'a str {
         let admitted = match dimension {
             Dimension::Version => &mut self.versions,
             Dimension::Class => &mut self.classes,
@@ -155,7 +168,30 @@ impl ModelLimits {
         match admitted.admit(name, limit) {
             Some(name) => name,
             None => {
-                *self.folded.entry(dimension).or_default() += 1;
+                if occurrences > 0 {
+                    *self.folded.entry(dimension).or_default() += occurrences;
+                }
+                OTHER
+            }
+        }
+    }
+
+    /// Folds a categorical value of `feature` (a folded feature name).
+    pub fn fold_category<'a>(
+        &mut self,
+        feature: &str,
+        category: &'a str,
+        limit: usize,
+        occurrences: u64,
+    ) -> &'a str {
+        let admitted = match self.categories.get_mut(feature) {
+            Some(admitted) => admitted,
+            None => self.categories.entry(feature.to_owned()).or_default(),
+        };
+        match admitted.admit(category, limit) {
+            Some(category) => category,
+            None => {
+                *self.folded.entry(Dimension::Category).or_default() += occurrences;
                 OTHER
             }
         }
@@ -190,4 +226,84 @@ impl ModelLimits {
                 .for_each(|category| admitted.learn(category));
         }
     }
+}
+
+impl ModelLimits {
+    /// Merges counters aggregated under the names as sent into `target`,
+    /// folding every name on the way (a request's delta into a series).
+    /// Each folded occurrence is counted once per event: callers fold the
+    /// lifetime counters with `count_folds` and the bucket of the same events
+    /// without.
+    pub fn fold_counters_into(
+        &mut self,
+        target: &mut Counters,
+        source: &Counters,
+        limits: &CardinalityLimits,
+        count_folds: bool,
+    ) {
+        let counted = |count: u64| if count_folds { count } else { 0 };
+        target.requests += source.requests;
+        for (error_type, count) in &source.errors_by_type {
+            let error_type = if error_type == TIMEOUT_ERROR_TYPE {
+                error_type.as_str()
+            } else {
+                self.fold_counted(
+                    Dimension::ErrorType,
+                    error_type,
+                    limits.max_error_types_per_model,
+                    counted(*count),
+                )
+            };
+            *entry(&mut target.errors_by_type, error_type) += count;
+        }
+        target.latency.merge(&source.latency);
+        for (class, counts) in &source.classes {
+            let class = self.fold_counted(
+                Dimension::Class,
+                class,
+                limits.max_classes_per_model,
+                counted(counts.count),
+            );
+            let mine = match target.classes.get_mut(class) {
+                Some(mine) => mine,
+                None => target.classes.entry(class.to_owned()).or_default(),
+            };
+            mine.count += counts.count;
+            mine.confidence.merge(&counts.confidence);
+        }
+    }
+
+    /// Like [`ModelLimits::fold_counters_into`], for a whole bucket.
+    pub fn fold_bucket_into(&mut self, target: &mut Bucket, source: &Bucket, limits: &CardinalityLimits) {
+        self.fold_counters_into(&mut target.counters, &source.counters, limits, false);
+        target.latency_sketch.merge(&source.latency_sketch);
+        target.confidence_sketch.merge(&source.confidence_sketch);
+        target.regression.moments.merge(&source.regression.moments);
+        target.regression.sketch.merge(&source.regression.sketch);
+        target.feature_rows += source.feature_rows;
+        for (name, stats) in &source.features {
+            let name = self.fold_counted(
+                Dimension::Feature,
+                name,
+                limits.max_features_per_model,
+                stats.present(),
+            );
+            let mine = match target.features.get_mut(name) {
+                Some(mine) => mine,
+                None => target.features.entry(name.to_owned()).or_default(),
+            };
+            mine.numeric.merge(&stats.numeric);
+            for (category, count) in &stats.categories {
+                let category = self.fold_category(name, category, limits.max_categories_per_feature, *count);
+                *entry(&mut mine.categories, category) += count;
+            }
+        }
+    }
+}
+
+fn entry<'m>(map: &'m mut BTreeMap<String, u64>, key: &str) -> &'m mut u64 {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), 0);
+    }
+    map.get_mut(key).expect("inserted above")
 }

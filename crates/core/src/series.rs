@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::aggregate::{Bucket, Counters};
+use crate::aggregate::{Bucket, Counters, FoldedFeature, FoldedNames};
 use crate::event::{Prediction, PredictionEvent, TimestampMs};
-use crate::limits::{CardinalityLimits, ModelLimits};
+use crate::limits::{CardinalityLimits, Dimension, ModelLimits};
 use crate::time::{HOUR_MS, MINUTE_MS, Window, bucket_start};
 
 /// How long buckets are kept, relative to the newest event of their series.
@@ -133,7 +133,7 @@ impl ModelKind {
         }
     }
 
-    fn of(event: &PredictionEvent) -> Option<ModelKind> {
+    pub fn of(event: &PredictionEvent) -> Option<ModelKind> {
         match &event.prediction {
             Some(Prediction::Class(_)) => Some(ModelKind::Classification),
             Some(Prediction::Value(_)) => Some(ModelKind::Regression),
@@ -206,6 +206,76 @@ impl Refusal {
 pub struct PendingModels {
     kinds: std::collections::HashMap<String, Option<ModelKind>>,
     new_models: BTreeSet<String>,
+}
+
+/// The aggregates of a group of events (one request), built off the writer
+/// thread under the names as sent. The writer folds names while merging it
+/// with [`Aggregates::merge_delta`]; the result equals applying the events
+/// one by one (as long as no limit is reached inside the group, the admitted
+/// names are the same too).
+#[derive(Debug, Default)]
+pub struct Delta {
+    series: Vec<SeriesDelta>,
+}
+
+#[derive(Debug)]
+struct SeriesDelta {
+    model: String,
+    version: String,
+    kind: Option<ModelKind>,
+    events: u64,
+    newest_ms: TimestampMs,
+    totals: Counters,
+    minutes: BTreeMap<TimestampMs, Bucket>,
+}
+
+impl Delta {
+    pub fn observe(&mut self, event: &PredictionEvent) {
+        let index = match self
+            .series
+            .iter()
+            .position(|series| series.model == event.model && series.version == event.version)
+        {
+            Some(index) => index,
+            None => {
+                self.series.push(SeriesDelta {
+                    model: event.model.clone(),
+                    version: event.version.clone(),
+                    kind: None,
+                    events: 0,
+                    newest_ms: event.timestamp_ms,
+                    totals: Counters::default(),
+                    minutes: BTreeMap::new(),
+                });
+                self.series.len() - 1
+            }
+        };
+        let series = &mut self.series[index];
+        if series.kind.is_none() {
+            series.kind = ModelKind::of(event);
+        }
+        series.events += 1;
+        series.newest_ms = series.newest_ms.max(event.timestamp_ms);
+        let names = FoldedNames {
+            error_type: crate::aggregate::error_type(event),
+            predicted_class: crate::aggregate::predicted_class(event),
+        };
+        let features: Vec<(&str, FoldedFeature<'_>)> = event
+            .features
+            .iter()
+            .map(|(name, value)| (name.as_str(), crate::aggregate::unfolded_feature(value)))
+            .collect();
+        series.totals.observe(event, names);
+        series
+            .minutes
+            .entry(bucket_start(event.timestamp_ms, MINUTE_MS))
+            .or_default()
+            .observe(event, names, &features);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
 }
 
 /// A restored aggregate, as decoded from the store.
@@ -306,6 +376,63 @@ impl Aggregates {
             changes.upsert_named(&event.model, folded.version, resolution, start);
         }
         changes.upsert_named(&event.model, folded.version, Resolution::Lifetime, 0);
+    }
+
+    /// Adds a group of stored events aggregated off the writer thread. Call
+    /// [`Aggregates::check`] on each of its events first.
+    pub fn merge_delta(&mut self, delta: &Delta, changes: &mut Changes) {
+        let limits = &self.config.limits;
+        for source in &delta.series {
+            let model = match self.models.get_mut(&source.model) {
+                Some(model) => model,
+                None => self.models.entry(source.model.clone()).or_default(),
+            };
+            if model.kind.is_none() {
+                model.kind = source.kind;
+            }
+            let ModelState {
+                limits: model_limits,
+                versions,
+                ..
+            } = model;
+            let version = model_limits.fold_counted(
+                Dimension::Version,
+                &source.version,
+                limits.max_versions_per_model,
+                source.events,
+            );
+            let series = match versions.get_mut(version) {
+                Some(series) => series,
+                None => versions.entry(version.to_owned()).or_default(),
+            };
+            model_limits.fold_counters_into(&mut series.totals, &source.totals, limits, true);
+            let newest = series
+                .newest_event_ms
+                .map_or(source.newest_ms, |newest| newest.max(source.newest_ms));
+            series.newest_event_ms = Some(newest);
+            let minute_horizon = bucket_start(newest - self.config.minute_retention_ms, MINUTE_MS);
+            let hour_horizon = bucket_start(newest - self.config.hour_retention_ms, HOUR_MS);
+            for (minute, bucket) in &source.minutes {
+                let (resolution, start, target) = if *minute >= minute_horizon {
+                    (
+                        Resolution::Minute,
+                        *minute,
+                        series.minutes.entry(*minute).or_default(),
+                    )
+                } else if *minute >= hour_horizon {
+                    let hour = bucket_start(*minute, HOUR_MS);
+                    (Resolution::Hour, hour, series.hours.entry(hour).or_default())
+                } else {
+                    // Too old for any window: folded (and counted) all the
+                    // same, as one-by-one application does, then dropped.
+                    model_limits.fold_bucket_into(&mut Bucket::default(), bucket, limits);
+                    continue;
+                };
+                model_limits.fold_bucket_into(target, bucket, limits);
+                changes.upsert_named(&source.model, version, resolution, start);
+            }
+            changes.upsert_named(&source.model, version, Resolution::Lifetime, 0);
+        }
     }
 
     /// Rolls minute buckets past the horizon into hours and drops hours past

@@ -242,3 +242,120 @@ fn minute_buckets_roll_into_hours_past_the_horizon() {
         2
     );
 }
+
+fn assert_same_counters(
+    left: &modelwatch_core::aggregate::Counters,
+    right: &modelwatch_core::aggregate::Counters,
+) {
+    let mut left_bucket = Bucket::default();
+    left_bucket.counters = left.clone();
+    let mut right_bucket = Bucket::default();
+    right_bucket.counters = right.clone();
+    assert_same(&left_bucket, &right_bucket);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Aggregating a request off the writer thread and merging it equals
+    /// applying its events one by one, buckets, rollups and folding included.
+    #[test]
+    fn merging_request_deltas_equals_applying_events(
+        events in prop::collection::vec(event_strategy(), 1..300),
+        group_sizes in prop::collection::vec(1usize..60, 1..20),
+        minute_retention_minutes in 5i64..200,
+    ) {
+        let config = AggregationConfig {
+            minute_retention_ms: minute_retention_minutes * MINUTE_MS,
+            ..AggregationConfig::default()
+        };
+        let mut one_by_one = Aggregates::new(config.clone());
+        let mut by_delta = Aggregates::new(config);
+        let mut remaining = &events[..];
+        let mut sizes = group_sizes.iter().cycle();
+        let mut persisted_one_by_one = std::collections::BTreeSet::new();
+        let mut persisted_by_delta = std::collections::BTreeSet::new();
+        while !remaining.is_empty() {
+            let size = (*sizes.next().unwrap()).min(remaining.len());
+            let (group, rest) = remaining.split_at(size);
+            remaining = rest;
+            let mut changes = Changes::default();
+            for event in group {
+                one_by_one.apply(event, &mut changes);
+            }
+            one_by_one.maintain(&mut changes);
+            let mut delta = modelwatch_core::series::Delta::default();
+            group.iter().for_each(|event| delta.observe(event));
+            let mut delta_changes = Changes::default();
+            by_delta.merge_delta(&delta, &mut delta_changes);
+            by_delta.maintain(&mut delta_changes);
+            // What the store holds after each group is the same either way
+            // (a delta may skip a minute bucket that the one-by-one path
+            // creates and rolls up within the same group).
+            for (persisted, changes) in [(&mut persisted_one_by_one, &changes), (&mut persisted_by_delta, &delta_changes)] {
+                persisted.extend(changes.upserts.iter().cloned());
+                changes.deletes.iter().for_each(|key| { persisted.remove(key); });
+            }
+            prop_assert_eq!(&persisted_one_by_one, &persisted_by_delta);
+        }
+        let (left, right) = (&one_by_one.models["m"], &by_delta.models["m"]);
+        prop_assert_eq!(left.kind, right.kind);
+        prop_assert_eq!(&left.limits.folded, &right.limits.folded);
+        prop_assert_eq!(left.versions.keys().collect::<Vec<_>>(), right.versions.keys().collect::<Vec<_>>());
+        for (version, series) in &left.versions {
+            let other = &right.versions[version];
+            prop_assert_eq!(series.newest_event_ms, other.newest_event_ms);
+            assert_same_counters(&series.totals, &other.totals);
+            prop_assert_eq!(series.minutes.keys().collect::<Vec<_>>(), other.minutes.keys().collect::<Vec<_>>());
+            prop_assert_eq!(series.hours.keys().collect::<Vec<_>>(), other.hours.keys().collect::<Vec<_>>());
+            for (start, bucket) in &series.minutes {
+                assert_same(bucket, &other.minutes[start]);
+            }
+            for (start, bucket) in &series.hours {
+                assert_same(bucket, &other.hours[start]);
+            }
+        }
+    }
+}
+
+#[test]
+fn deltas_fold_past_limits_and_count_every_folded_occurrence() {
+    let config = AggregationConfig {
+        limits: modelwatch_core::limits::CardinalityLimits {
+            max_classes_per_model: 2,
+            max_categories_per_feature: 1,
+            ..Default::default()
+        },
+        ..AggregationConfig::default()
+    };
+    let mut aggregates = Aggregates::new(config);
+    let mut delta = modelwatch_core::series::Delta::default();
+    for i in 0..10 {
+        let event = PredictionEvent {
+            prediction_id: format!("p{i}"),
+            model: "m".into(),
+            version: "v1".into(),
+            timestamp_ms: 1_764_000_000_000,
+            latency_seconds: None,
+            status: Status::Ok,
+            prediction: Some(Prediction::Class(format!("c{}", i % 5))),
+            confidence: None,
+            probabilities: Vec::new(),
+            features: vec![("country".into(), FeatureValue::Category(format!("k{}", i % 3)))],
+            segments: Vec::new(),
+        };
+        delta.observe(&event);
+    }
+    aggregates.merge_delta(&delta, &mut Changes::default());
+    let model = &aggregates.models["m"];
+    let classes = &model.versions["v1"].totals.classes;
+    assert_eq!(classes.len(), 3, "two admitted classes and __other__");
+    assert_eq!(classes["__other__"].count, 6);
+    assert_eq!(model.limits.folded[&modelwatch_core::limits::Dimension::Class], 6);
+    let minute = model.versions["v1"].minutes.values().next().unwrap();
+    assert_eq!(minute.features["country"].categories["__other__"], 6);
+    assert_eq!(
+        model.limits.folded[&modelwatch_core::limits::Dimension::Category],
+        6
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use modelwatch_core::codec::{self, Dictionary};
 use modelwatch_core::event::PredictionEvent;
-use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, PendingModels, Refusal};
+use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, Delta, PendingModels, Refusal};
 use modelwatch_store::{Checkpointer, PredictionRow, SqliteStore, StoreError};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -90,6 +90,8 @@ pub struct StorageFailure(pub String);
 
 struct Job {
     rows: Vec<ParsedRow>,
+    /// The rows aggregated under the names as sent.
+    delta: Delta,
     reply: oneshot::Sender<Result<Vec<RowOutcome>, StorageFailure>>,
 }
 
@@ -112,6 +114,7 @@ impl IngestQueue {
     pub fn submit(
         &self,
         rows: Vec<ParsedRow>,
+        delta: Delta,
     ) -> Result<oneshot::Receiver<Result<Vec<RowOutcome>, StorageFailure>>, SubmitError> {
         let count = rows.len();
         let limit = self.shared.config.ingest.max_queued_events;
@@ -123,7 +126,7 @@ impl IngestQueue {
             return Err(SubmitError::QueueFull);
         }
         let (reply, receiver) = oneshot::channel();
-        let job = Job { rows, reply };
+        let job = Job { rows, delta, reply };
         if self.sender.send(job).is_err() {
             queued.fetch_sub(count, Ordering::AcqRel);
             return Err(SubmitError::Closed);
@@ -200,7 +203,7 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
     let mut persisted_names = shared.names.dictionary.read().expect("names lock").len();
     // Freeing parsed events costs as much as a good part of the commit: it
     // happens on its own thread, off the serial write path.
-    let (garbage, garbage_receiver) = mpsc::channel::<Vec<ParsedRow>>();
+    let (garbage, garbage_receiver) = mpsc::channel::<(Vec<ParsedRow>, Delta)>();
     let janitor = std::thread::Builder::new()
         .name("modelwatch-free".into())
         .spawn(move || garbage_receiver.into_iter().for_each(drop))
@@ -236,7 +239,7 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
                     shared.telemetry.record_outcomes(&outcomes);
                     // The client may have gone away; its rows are stored anyway.
                     let _ = job.reply.send(Ok(outcomes));
-                    let _ = garbage.send(job.rows);
+                    let _ = garbage.send((job.rows, job.delta));
                 }
             }
             Err(failure) => {
@@ -293,8 +296,12 @@ fn commit_group(
             writer.insert_name((*persisted_names + offset) as u32, name)?;
         }
         let mut outcomes = Vec::with_capacity(jobs.len());
+        // What to aggregate: a job's delta when all of its rows were stored
+        // (the common case), its stored events one by one otherwise.
+        let mut whole_jobs: Vec<&Delta> = Vec::new();
         let mut stored: Vec<&PredictionEvent> = Vec::new();
         for (job, checks) in jobs.iter().zip(checks) {
+            let stored_before = stored.len();
             let mut job_outcomes = Vec::with_capacity(job.rows.len());
             for (row, check) in job.rows.iter().zip(checks) {
                 let outcome = match check {
@@ -314,11 +321,18 @@ fn commit_group(
                 };
                 job_outcomes.push(outcome);
             }
+            if stored.len() - stored_before == job.rows.len() {
+                stored.truncate(stored_before);
+                whole_jobs.push(&job.delta);
+            }
             outcomes.push(job_outcomes);
         }
         let mut changes = Changes::default();
         let encoded = {
             let mut aggregates = aggregates.write().expect("aggregates lock poisoned");
+            for delta in whole_jobs {
+                aggregates.merge_delta(delta, &mut changes);
+            }
             for event in &stored {
                 aggregates.apply(event, &mut changes);
             }

@@ -5,7 +5,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use modelwatch_core::codec;
+use modelwatch_core::series::Delta;
 use modelwatch_core::wire::{self, BodyFormat, RowError};
 use serde::Serialize;
 
@@ -62,11 +64,31 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    // Sized from Content-Length up front: growing a multi-megabyte buffer
+    // frame by frame costs a copy of the body per doubling.
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::new(
+                ErrorCode::MalformedBody,
+                format!("cannot read the request body: {error}"),
+            )
+            .with_field("body")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buffer))
 }
 
 struct Parsed {
     rows: Vec<ParsedRow>,
+    delta: Delta,
     errors: Vec<(usize, RowError)>,
 }
 
@@ -82,12 +104,14 @@ fn parse_body(
         .map_err(|error| ApiError::new(ErrorCode::MalformedBody, error.message).with_field("body"))?;
     let mut parsed = Parsed {
         rows: Vec::with_capacity(slices.len()),
+        delta: Delta::default(),
         errors: Vec::new(),
     };
     for (index, slice) in slices.into_iter().enumerate() {
         match wire::parse_prediction(slice, received_ms, limits) {
             Ok(event) => {
                 let stored = codec::encode(&event, received_ms, &mut names);
+                parsed.delta.observe(&event);
                 parsed.rows.push(ParsedRow { index, event, stored });
             }
             Err(error) => parsed.errors.push((index, error)),
@@ -124,18 +148,21 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
     let outcomes = if parsed.rows.is_empty() {
         Vec::new()
     } else {
-        let waiting = app.queue.submit(parsed.rows).map_err(|error| match error {
-            SubmitError::QueueFull => {
-                telemetry
-                    .requests_overloaded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ApiError::new(
-                    ErrorCode::Overloaded,
-                    "the write queue is full: retry after the delay in Retry-After",
-                )
-            }
-            SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
-        })?;
+        let waiting = app
+            .queue
+            .submit(parsed.rows, parsed.delta)
+            .map_err(|error| match error {
+                SubmitError::QueueFull => {
+                    telemetry
+                        .requests_overloaded
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ApiError::new(
+                        ErrorCode::Overloaded,
+                        "the write queue is full: retry after the delay in Retry-After",
+                    )
+                }
+                SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
+            })?;
         waiting
             .await
             .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
