@@ -247,10 +247,14 @@ fn assert_same_counters(
     left: &modelwatch_core::aggregate::Counters,
     right: &modelwatch_core::aggregate::Counters,
 ) {
-    let mut left_bucket = Bucket::default();
-    left_bucket.counters = left.clone();
-    let mut right_bucket = Bucket::default();
-    right_bucket.counters = right.clone();
+    let left_bucket = Bucket {
+        counters: left.clone(),
+        ..Bucket::default()
+    };
+    let right_bucket = Bucket {
+        counters: right.clone(),
+        ..Bucket::default()
+    };
     assert_same(&left_bucket, &right_bucket);
 }
 
