@@ -225,7 +225,8 @@ struct SeriesDelta {
     kind: Option<ModelKind>,
     events: u64,
     newest_ms: TimestampMs,
-    totals: Counters,
+    /// Every event of the series is in exactly one of these, so the lifetime
+    /// counters' share is the merge of their counters.
     minutes: BTreeMap<TimestampMs, Bucket>,
 }
 
@@ -244,7 +245,6 @@ impl Delta {
                     kind: None,
                     events: 0,
                     newest_ms: event.timestamp_ms,
-                    totals: Counters::default(),
                     minutes: BTreeMap::new(),
                 });
                 self.series.len() - 1
@@ -265,7 +265,6 @@ impl Delta {
             .iter()
             .map(|(name, value)| (name.as_str(), crate::aggregate::unfolded_feature(value)))
             .collect();
-        series.totals.observe(event, names);
         series
             .minutes
             .entry(bucket_start(event.timestamp_ms, MINUTE_MS))
@@ -405,7 +404,9 @@ impl Aggregates {
                 Some(series) => series,
                 None => versions.entry(version.to_owned()).or_default(),
             };
-            model_limits.fold_counters_into(&mut series.totals, &source.totals, limits, true);
+            for bucket in source.minutes.values() {
+                model_limits.fold_counters_into(&mut series.totals, &bucket.counters, limits, true);
+            }
             let newest = series
                 .newest_event_ms
                 .map_or(source.newest_ms, |newest| newest.max(source.newest_ms));
