@@ -1,6 +1,7 @@
 //! The `modelwatch` command: `serve` runs the monitoring server, `check`
 //! validates a config file.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -62,6 +63,7 @@ fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .init();
             let config = load_config(config.as_ref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
