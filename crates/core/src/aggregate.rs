@@ -229,7 +229,7 @@ pub fn unfolded_feature(value: &FeatureValue) -> FoldedFeature<'_> {
     }
 }
 
-fn increment(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
+pub(crate) fn increment(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {
     match map.get_mut(key) {
         Some(count) => *count += by,
         None => {

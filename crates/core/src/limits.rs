@@ -254,7 +254,7 @@ impl ModelLimits {
                     counted(*count),
                 )
             };
-            *entry(&mut target.errors_by_type, error_type) += count;
+            aggregate::increment(&mut target.errors_by_type, error_type, *count);
         }
         target.latency.merge(&source.latency);
         for (class, counts) in &source.classes {
@@ -295,15 +295,8 @@ impl ModelLimits {
             mine.numeric.merge(&stats.numeric);
             for (category, count) in &stats.categories {
                 let category = self.fold_category(name, category, limits.max_categories_per_feature, *count);
-                *entry(&mut mine.categories, category) += count;
+                aggregate::increment(&mut mine.categories, category, *count);
             }
         }
     }
-}
-
-fn entry<'m>(map: &'m mut BTreeMap<String, u64>, key: &str) -> &'m mut u64 {
-    if !map.contains_key(key) {
-        map.insert(key.to_owned(), 0);
-    }
-    map.get_mut(key).expect("inserted above")
 }
