@@ -281,7 +281,8 @@ impl Delta {
 #[derive(Debug)]
 pub enum Restored {
     Bucket(Box<Bucket>),
-    Counters(Counters),
+    /// The lifetime counters and the newest event time of a series.
+    Counters(Option<TimestampMs>, Counters),
 }
 
 #[derive(Debug, Default)]
@@ -491,7 +492,7 @@ impl Aggregates {
     pub fn encode(&self, key: &BucketKey) -> Option<Vec<u8>> {
         let series = self.models.get(&key.model)?.versions.get(&key.version)?;
         let encoded = match key.resolution {
-            Resolution::Lifetime => postcard::to_stdvec(&series.totals),
+            Resolution::Lifetime => postcard::to_stdvec(&(series.newest_event_ms, &series.totals)),
             Resolution::Minute => postcard::to_stdvec(series.minutes.get(&key.start_ms)?),
             Resolution::Hour => postcard::to_stdvec(series.hours.get(&key.start_ms)?),
         };
@@ -501,16 +502,22 @@ impl Aggregates {
     /// Loads one persisted aggregate back, on start.
     pub fn restore(&mut self, key: BucketKey, bytes: &[u8]) -> Result<(), postcard::Error> {
         let restored = match key.resolution {
-            Resolution::Lifetime => Restored::Counters(postcard::from_bytes(bytes)?),
+            Resolution::Lifetime => {
+                let (newest_event_ms, counters) = postcard::from_bytes(bytes)?;
+                Restored::Counters(newest_event_ms, counters)
+            }
             _ => Restored::Bucket(Box::new(postcard::from_bytes(bytes)?)),
         };
         let model = self.models.entry(key.model).or_default();
         model.limits.learn_version(&key.version);
         let series = model.versions.entry(key.version).or_default();
         match restored {
-            Restored::Counters(counters) => {
+            Restored::Counters(newest_event_ms, counters) => {
                 model.limits.learn_counters(&counters);
                 series.totals = counters;
+                // Every applied event rewrites the lifetime row, so its
+                // newest event time is exact.
+                series.newest_event_ms = newest_event_ms;
             }
             Restored::Bucket(bucket) => {
                 model.limits.learn_bucket(&bucket);
@@ -523,14 +530,6 @@ impl Aggregates {
                         None
                     };
                 }
-                let end = key.start_ms
-                    + if key.resolution == Resolution::Minute {
-                        MINUTE_MS
-                    } else {
-                        HOUR_MS
-                    }
-                    - 1;
-                series.newest_event_ms = Some(series.newest_event_ms.map_or(end, |newest| newest.max(end)));
                 let buckets = if key.resolution == Resolution::Minute {
                     &mut series.minutes
                 } else {
