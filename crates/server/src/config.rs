@@ -54,7 +54,7 @@ impl Default for IngestConfig {
         let parse = ParseLimits::default();
         Self {
             max_body_bytes: 32 * 1024 * 1024,
-            max_queued_events: 1_000_000,
+            max_queued_events: 250_000,
             max_events_per_commit: 100_000,
             max_string_bytes: parse.max_string_bytes,
             max_features_per_event: parse.max_features,
