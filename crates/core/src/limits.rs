@@ -11,8 +11,10 @@ use crate::event::PredictionEvent;
 /// The value that every label past its limit folds into.
 pub const OTHER: &str = "__other__";
 
-/// How many distinct values each dimension admits, per model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How many distinct values each dimension admits, per model. It is also the
+/// `limits:` section of the config file, hence the serde derive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CardinalityLimits {
     /// Distinct models; events of further models are refused, not folded.
     pub max_models: usize,

@@ -31,7 +31,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
     pub aggregation: AggregationSettings,
-    pub limits: LimitsConfig,
+    pub limits: CardinalityLimits,
     pub metrics: MetricsConfig,
 }
 
@@ -131,31 +131,6 @@ impl Default for AggregationSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    pub max_models: usize,
-    pub max_versions_per_model: usize,
-    pub max_classes_per_model: usize,
-    pub max_error_types_per_model: usize,
-    pub max_features_per_model: usize,
-    pub max_categories_per_feature: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let defaults = CardinalityLimits::default();
-        Self {
-            max_models: defaults.max_models,
-            max_versions_per_model: defaults.max_versions_per_model,
-            max_classes_per_model: defaults.max_classes_per_model,
-            max_error_types_per_model: defaults.max_error_types_per_model,
-            max_features_per_model: defaults.max_features_per_model,
-            max_categories_per_feature: defaults.max_categories_per_feature,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// The window, ending now, that `ml_feature_value` describes.
     pub feature_window: Duration,
@@ -212,14 +187,7 @@ impl Config {
         AggregationConfig {
             minute_retention_ms: self.aggregation.minute_retention.ms,
             hour_retention_ms: self.aggregation.hour_retention.ms,
-            limits: CardinalityLimits {
-                max_models: self.limits.max_models,
-                max_versions_per_model: self.limits.max_versions_per_model,
-                max_classes_per_model: self.limits.max_classes_per_model,
-                max_error_types_per_model: self.limits.max_error_types_per_model,
-                max_features_per_model: self.limits.max_features_per_model,
-                max_categories_per_feature: self.limits.max_categories_per_feature,
-            },
+            limits: self.limits.clone(),
         }
     }
 }
