@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{FeatureValue, Prediction, PredictionEvent, Status};
+use crate::quality::QualityBucket;
 use crate::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS, Moments, QuantileSketch};
 
 /// The `error_type` under which timeouts are counted, as in the seed.
@@ -137,6 +138,13 @@ pub struct Bucket {
     /// Events that carried a `features` object: the denominator of missing rates.
     pub feature_rows: u64,
     pub features: BTreeMap<String, FeatureStats>,
+    /// Predictions that can be labeled, per segment key and value: the
+    /// denominator of label coverage within a segment.
+    pub segment_predictions: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The quality of this bucket's labeled predictions. It is persisted on
+    /// its own (labels arrive long after their predictions), not with the rest.
+    #[serde(skip)]
+    pub quality: QualityBucket,
 }
 
 /// A feature value after cardinality folding.
@@ -155,7 +163,13 @@ impl Bucket {
         event: &PredictionEvent,
         names: FoldedNames<'_>,
         features: &[(&str, FoldedFeature<'_>)],
+        segments: &[(&str, &str)],
     ) {
+        if labelable(event) {
+            for (key, value) in segments {
+                increment_segment(&mut self.segment_predictions, key, value, 1);
+            }
+        }
         self.counters.observe(event, names);
         if let Some(latency) = event.latency_seconds {
             self.latency_sketch.observe(latency);
@@ -199,7 +213,28 @@ impl Bucket {
         for (name, stats) in &other.features {
             self.features.entry(name.clone()).or_default().merge(stats);
         }
+        for (key, values) in &other.segment_predictions {
+            for (value, count) in values {
+                increment_segment(&mut self.segment_predictions, key, value, *count);
+            }
+        }
+        self.quality.merge(&other.quality);
     }
+
+    /// Predictions that can be labeled: successful ones with a prediction.
+    pub fn labelable_predictions(&self) -> u64 {
+        self.counters
+            .classes
+            .values()
+            .map(|class| class.count)
+            .sum::<u64>()
+            + self.regression.moments.count
+    }
+}
+
+/// Whether a label can score this event: it succeeded and predicted something.
+pub fn labelable(event: &PredictionEvent) -> bool {
+    event.status == Status::Ok && event.prediction.is_some()
 }
 
 /// Whether an event's prediction counts toward the class distribution: only
@@ -227,6 +262,19 @@ pub fn unfolded_feature(value: &FeatureValue) -> FoldedFeature<'_> {
         FeatureValue::Category(category) => FoldedFeature::Category(category),
         FeatureValue::Missing => FoldedFeature::Missing,
     }
+}
+
+pub(crate) fn increment_segment(
+    map: &mut BTreeMap<String, BTreeMap<String, u64>>,
+    key: &str,
+    value: &str,
+    by: u64,
+) {
+    let values = match map.get_mut(key) {
+        Some(values) => values,
+        None => map.entry(key.to_owned()).or_default(),
+    };
+    increment(values, value, by);
 }
 
 pub(crate) fn increment(map: &mut BTreeMap<String, u64>, key: &str, by: u64) {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{FeatureValue, Prediction, PredictionEvent, Status, TimestampMs};
+use crate::event::{Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status, TimestampMs};
 
 /// Maps names to dictionary ids while encoding; assigns new ids as needed.
 pub trait NameIds {
@@ -52,6 +52,60 @@ struct StoredEvent<'a> {
     probabilities: Vec<(&'a str, f64)>,
     features: Vec<(u32, StoredFeature<'a>)>,
     segments: Vec<(u32, &'a str)>,
+}
+
+/// The stored form of a label event (its id is the row key).
+#[derive(Serialize, Deserialize)]
+struct StoredLabel<'a> {
+    actual: StoredActual<'a>,
+    timestamp_ms: TimestampMs,
+    received_ms: TimestampMs,
+    #[serde(borrow)]
+    business: Vec<(&'a str, f64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum StoredActual<'a> {
+    Class(&'a str),
+    Value(f64),
+}
+
+/// Encodes a label in its stored form. Labels are few beside predictions, so
+/// their names are kept as they are, not in the dictionary.
+pub fn encode_label(label: &LabelEvent, received_ms: TimestampMs) -> Vec<u8> {
+    let stored = StoredLabel {
+        actual: match &label.actual {
+            Actual::Class(class) => StoredActual::Class(class),
+            Actual::Value(value) => StoredActual::Value(*value),
+        },
+        timestamp_ms: label.timestamp_ms,
+        received_ms,
+        business: label
+            .business
+            .iter()
+            .map(|(name, value)| (name.as_str(), *value))
+            .collect(),
+    };
+    postcard::to_stdvec(&stored).expect("labels always serialize")
+}
+
+/// Decodes a stored label; also gives its time of receipt.
+pub fn decode_label(prediction_id: &str, bytes: &[u8]) -> Result<(LabelEvent, TimestampMs), DecodeError> {
+    let stored: StoredLabel<'_> = postcard::from_bytes(bytes)?;
+    let label = LabelEvent {
+        prediction_id: prediction_id.to_owned(),
+        actual: match stored.actual {
+            StoredActual::Class(class) => Actual::Class(class.to_owned()),
+            StoredActual::Value(value) => Actual::Value(value),
+        },
+        timestamp_ms: stored.timestamp_ms,
+        business: stored
+            .business
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    };
+    Ok((label, stored.received_ms))
 }
 
 /// Why a stored body cannot be decoded.

@@ -62,3 +62,80 @@ pub struct PredictionEvent {
     pub features: Vec<(String, FeatureValue)>,
     pub segments: Vec<(String, String)>,
 }
+
+/// The ground truth of one prediction, as a label event gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Actual {
+    /// A class label; for classifiers.
+    Class(String),
+    /// A number: the true value for regression models (for a classifier it
+    /// names the class whose label is its decimal form, see [`Actual::class`]).
+    Value(f64),
+}
+
+impl Actual {
+    /// The class this actual names, for a classifier. Numbers name the class
+    /// spelled as the number (`1` names `"1"`, `0.5` names `"0.5"`), since
+    /// clients often send integer classes as JSON numbers.
+    pub fn class(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Actual::Class(class) => std::borrow::Cow::Borrowed(class),
+            Actual::Value(value) => std::borrow::Cow::Owned(format_number(*value)),
+        }
+    }
+
+    /// The true value, for a regression model. A string is parsed as a number;
+    /// `None` when it is not one.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Actual::Value(value) => Some(*value),
+            Actual::Class(text) => text.trim().parse::<f64>().ok().filter(|value| value.is_finite()),
+        }
+    }
+
+    /// Same ground truth, bit for bit (so that a resend is a duplicate).
+    pub fn same_as(&self, other: &Actual) -> bool {
+        match (self, other) {
+            (Actual::Class(a), Actual::Class(b)) => a == b,
+            (Actual::Value(a), Actual::Value(b)) => a.to_bits() == b.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+/// Integers without a fraction (`1`, not `1.0`); other numbers as Rust's
+/// shortest round-trip form.
+fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// A validated label event: the ground truth of a prediction, known later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelEvent {
+    pub prediction_id: String,
+    pub actual: Actual,
+    /// When the ground truth became known; the time of receipt when absent.
+    /// Quality is attributed to the prediction's time, not this one.
+    pub timestamp_ms: TimestampMs,
+    /// Business values attributed to the prediction (`revenue`, `converted`),
+    /// sorted by name.
+    pub business: Vec<(String, f64)>,
+}
+
+impl LabelEvent {
+    /// Whether `other` carries the same ground truth and business values, so
+    /// that storing it again changes nothing (the timestamp does not count).
+    pub fn same_content(&self, other: &LabelEvent) -> bool {
+        self.actual.same_as(&other.actual)
+            && self.business.len() == other.business.len()
+            && self
+                .business
+                .iter()
+                .zip(&other.business)
+                .all(|((a, x), (b, y))| a == b && x.to_bits() == y.to_bits())
+    }
+}

@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod codec;
 pub mod event;
 pub mod limits;
+pub mod quality;
 pub mod series;
 pub mod stats;
 pub mod time;

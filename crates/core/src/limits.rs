@@ -23,6 +23,9 @@ pub struct CardinalityLimits {
     pub max_error_types_per_model: usize,
     pub max_features_per_model: usize,
     pub max_categories_per_feature: usize,
+    pub max_segment_keys_per_model: usize,
+    pub max_values_per_segment_key: usize,
+    pub max_business_metrics_per_model: usize,
 }
 
 impl Default for CardinalityLimits {
@@ -34,6 +37,9 @@ impl Default for CardinalityLimits {
             max_error_types_per_model: 50,
             max_features_per_model: 200,
             max_categories_per_feature: 100,
+            max_segment_keys_per_model: 20,
+            max_values_per_segment_key: 100,
+            max_business_metrics_per_model: 20,
         }
     }
 }
@@ -46,6 +52,9 @@ pub enum Dimension {
     ErrorType,
     Feature,
     Category,
+    SegmentKey,
+    SegmentValue,
+    Business,
 }
 
 impl Dimension {
@@ -56,6 +65,9 @@ impl Dimension {
             Dimension::ErrorType => "error_type",
             Dimension::Feature => "feature",
             Dimension::Category => "category",
+            Dimension::SegmentKey => "segment_key",
+            Dimension::SegmentValue => "segment_value",
+            Dimension::Business => "business",
         }
     }
 }
@@ -91,6 +103,9 @@ pub struct ModelLimits {
     error_types: AdmittedNames,
     features: AdmittedNames,
     categories: HashMap<String, AdmittedNames>,
+    segment_keys: AdmittedNames,
+    segment_values: HashMap<String, AdmittedNames>,
+    business: AdmittedNames,
     /// Values folded into `__other__` since start, per dimension.
     pub folded: BTreeMap<Dimension, u64>,
 }
@@ -101,6 +116,7 @@ pub struct FoldedEvent<'a> {
     pub version: &'a str,
     pub names: FoldedNames<'a>,
     pub features: Vec<(&'a str, FoldedFeature<'a>)>,
+    pub segments: Vec<(&'a str, &'a str)>,
 }
 
 impl ModelLimits {
@@ -137,6 +153,13 @@ impl ModelLimits {
             };
             features.push((name, value));
         }
+        // Segments count predictions that can be labeled; others fold uncounted.
+        let occurrences = u64::from(aggregate::labelable(event));
+        let segments = event
+            .segments
+            .iter()
+            .map(|(key, value)| self.fold_segment(key, value, limits, occurrences))
+            .collect();
         FoldedEvent {
             version,
             names: FoldedNames {
@@ -144,6 +167,7 @@ impl ModelLimits {
                 predicted_class,
             },
             features,
+            segments,
         }
     }
 
@@ -165,7 +189,11 @@ impl ModelLimits {
             Dimension::Class => &mut self.classes,
             Dimension::ErrorType => &mut self.error_types,
             Dimension::Feature => &mut self.features,
-            Dimension::Category => unreachable!("categories are admitted per feature"),
+            Dimension::SegmentKey => &mut self.segment_keys,
+            Dimension::Business => &mut self.business,
+            Dimension::Category | Dimension::SegmentValue => {
+                unreachable!("categories and segment values are admitted per feature or key")
+            }
         };
         match admitted.admit(name, limit) {
             Some(name) => name,
@@ -199,6 +227,62 @@ impl ModelLimits {
         }
     }
 
+    /// Folds a segment: its key past the key limit, then its value past the
+    /// value limit of that key.
+    pub fn fold_segment<'a>(
+        &mut self,
+        key: &'a str,
+        value: &'a str,
+        limits: &CardinalityLimits,
+        occurrences: u64,
+    ) -> (&'a str, &'a str) {
+        let key = self.fold_counted(
+            Dimension::SegmentKey,
+            key,
+            limits.max_segment_keys_per_model,
+            occurrences,
+        );
+        let admitted = match self.segment_values.get_mut(key) {
+            Some(admitted) => admitted,
+            None => self.segment_values.entry(key.to_owned()).or_default(),
+        };
+        let value = match admitted.admit(value, limits.max_values_per_segment_key) {
+            Some(value) => value,
+            None => {
+                if occurrences > 0 {
+                    *self.folded.entry(Dimension::SegmentValue).or_default() += occurrences;
+                }
+                OTHER
+            }
+        };
+        (key, value)
+    }
+
+    /// Folds a class named by a label, like a predicted class.
+    pub fn fold_class<'a>(
+        &mut self,
+        class: &'a str,
+        limits: &CardinalityLimits,
+        occurrences: u64,
+    ) -> &'a str {
+        self.fold_counted(Dimension::Class, class, limits.max_classes_per_model, occurrences)
+    }
+
+    /// Folds the name of a business value.
+    pub fn fold_business<'a>(
+        &mut self,
+        name: &'a str,
+        limits: &CardinalityLimits,
+        occurrences: u64,
+    ) -> &'a str {
+        self.fold_counted(
+            Dimension::Business,
+            name,
+            limits.max_business_metrics_per_model,
+            occurrences,
+        )
+    }
+
     /// Re-admits every name found in restored state, so that folding after a
     /// restart continues as before it.
     pub fn learn_version(&mut self, version: &str) {
@@ -217,8 +301,40 @@ impl ModelLimits {
             .for_each(|error_type| self.error_types.learn(error_type));
     }
 
+    pub fn learn_segments<'a>(&mut self, segments: impl Iterator<Item = (&'a String, &'a String)>) {
+        for (key, value) in segments {
+            self.segment_keys.learn(key);
+            self.segment_values.entry(key.clone()).or_default().learn(value);
+        }
+    }
+
+    /// Re-admits the names of restored quality: classes and business values.
+    pub fn learn_quality(&mut self, quality: &crate::quality::QualityBucket) {
+        for (predicted, row) in &quality.all.confusion {
+            self.classes.learn(predicted);
+            row.keys().for_each(|actual| self.classes.learn(actual));
+        }
+        quality
+            .all
+            .business
+            .keys()
+            .for_each(|name| self.business.learn(name));
+        self.learn_segments(
+            quality
+                .segments
+                .iter()
+                .flat_map(|(key, values)| values.keys().map(move |value| (key, value))),
+        );
+    }
+
     pub fn learn_bucket(&mut self, bucket: &Bucket) {
         self.learn_counters(&bucket.counters);
+        self.learn_segments(
+            bucket
+                .segment_predictions
+                .iter()
+                .flat_map(|(key, values)| values.keys().map(move |value| (key, value))),
+        );
         for (feature, stats) in &bucket.features {
             self.features.learn(feature);
             let admitted = self.categories.entry(feature.clone()).or_default();
@@ -298,6 +414,12 @@ impl ModelLimits {
             for (category, count) in &stats.categories {
                 let category = self.fold_category(name, category, limits.max_categories_per_feature, *count);
                 aggregate::increment(&mut mine.categories, category, *count);
+            }
+        }
+        for (key, values) in &source.segment_predictions {
+            for (value, count) in values {
+                let (key, value) = self.fold_segment(key, value, limits, *count);
+                aggregate::increment_segment(&mut target.segment_predictions, key, value, *count);
             }
         }
     }

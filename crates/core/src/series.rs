@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Bucket, Counters, FoldedFeature, FoldedNames};
-use crate::event::{Prediction, PredictionEvent, TimestampMs};
+use crate::event::{LabelEvent, Prediction, PredictionEvent, TimestampMs};
 use crate::limits::{CardinalityLimits, Dimension, ModelLimits};
+use crate::quality::{LabelCounters, Outcome, Quality, QualityBucket, Scored, Sign};
 use crate::time::{HOUR_MS, MINUTE_MS, Window, bucket_start};
 
 /// How long buckets are kept, relative to the newest event of their series.
@@ -75,7 +76,11 @@ const RECENT_KEYS: usize = 4;
 /// What a batch changed, for the store to persist in the same transaction.
 #[derive(Debug, Default)]
 pub struct Changes {
+    /// Aggregates whose prediction part changed.
     pub upserts: BTreeSet<BucketKey>,
+    /// Aggregates whose quality part changed (labels); persisted on their own.
+    pub quality_upserts: BTreeSet<BucketKey>,
+    /// Aggregates gone, both parts.
     pub deletes: BTreeSet<BucketKey>,
     /// Keys marked last; a cache only, always a subset of `upserts` or stale
     /// entries of deleted keys (which `delete` clears).
@@ -115,6 +120,7 @@ impl Changes {
     fn delete(&mut self, key: BucketKey) {
         self.recent = Default::default();
         self.upserts.remove(&key);
+        self.quality_upserts.remove(&key);
         self.deletes.insert(key);
     }
 }
@@ -150,6 +156,8 @@ pub struct Series {
     pub minutes: BTreeMap<TimestampMs, Bucket>,
     pub hours: BTreeMap<TimestampMs, Bucket>,
     pub newest_event_ms: Option<TimestampMs>,
+    /// Lifetime counts of labeled classifications.
+    pub labels: LabelCounters,
 }
 
 /// Everything about one model.
@@ -265,11 +273,16 @@ impl Delta {
             .iter()
             .map(|(name, value)| (name.as_str(), crate::aggregate::unfolded_feature(value)))
             .collect();
+        let segments: Vec<(&str, &str)> = event
+            .segments
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
         series
             .minutes
             .entry(bucket_start(event.timestamp_ms, MINUTE_MS))
             .or_default()
-            .observe(event, names, &features);
+            .observe(event, names, &features, &segments);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -372,7 +385,7 @@ impl Aggregates {
             None
         };
         if let Some((resolution, bucket, start)) = target {
-            bucket.observe(event, folded.names, &folded.features);
+            bucket.observe(event, folded.names, &folded.features, &folded.segments);
             changes.upsert_named(&event.model, folded.version, resolution, start);
         }
         changes.upsert_named(&event.model, folded.version, Resolution::Lifetime, 0);
@@ -473,6 +486,9 @@ impl Aggregates {
                 let hour = bucket_start(minute, HOUR_MS);
                 series.hours.entry(hour).or_default().merge(&bucket);
                 changes.delete(key(Resolution::Minute, minute));
+                if !bucket.quality.is_empty() {
+                    changes.quality_upserts.insert(key(Resolution::Hour, hour));
+                }
                 changes.upsert(key(Resolution::Hour, hour));
             }
             let hour_horizon = bucket_start(newest - self.config.hour_retention_ms, HOUR_MS);
@@ -497,6 +513,42 @@ impl Aggregates {
             Resolution::Hour => postcard::to_stdvec(series.hours.get(&key.start_ms)?),
         };
         Some(encoded.expect("aggregates always serialize"))
+    }
+
+    /// The persisted form of the quality part of the aggregate named by `key`
+    /// (for `Lifetime`, the labeled counters), if it exists.
+    pub fn encode_quality(&self, key: &BucketKey) -> Option<Vec<u8>> {
+        let series = self.models.get(&key.model)?.versions.get(&key.version)?;
+        let encoded = match key.resolution {
+            Resolution::Lifetime => postcard::to_stdvec(&series.labels),
+            Resolution::Minute => postcard::to_stdvec(&series.minutes.get(&key.start_ms)?.quality),
+            Resolution::Hour => postcard::to_stdvec(&series.hours.get(&key.start_ms)?.quality),
+        };
+        Some(encoded.expect("aggregates always serialize"))
+    }
+
+    /// Loads the quality part of one aggregate back, on start.
+    pub fn restore_quality(&mut self, key: BucketKey, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let model = self.models.entry(key.model).or_default();
+        model.limits.learn_version(&key.version);
+        let series = model.versions.entry(key.version).or_default();
+        match key.resolution {
+            Resolution::Lifetime => {
+                let labels: LabelCounters = postcard::from_bytes(bytes)?;
+                series.labels = labels;
+            }
+            resolution => {
+                let quality: QualityBucket = postcard::from_bytes(bytes)?;
+                model.limits.learn_quality(&quality);
+                let buckets = if resolution == Resolution::Minute {
+                    &mut series.minutes
+                } else {
+                    &mut series.hours
+                };
+                buckets.entry(key.start_ms).or_default().quality = quality;
+            }
+        }
+        Ok(())
     }
 
     /// Loads one persisted aggregate back, on start.
@@ -535,7 +587,11 @@ impl Aggregates {
                 } else {
                     &mut series.hours
                 };
-                buckets.insert(key.start_ms, *bucket);
+                // The quality part may have been restored first.
+                let slot = buckets.entry(key.start_ms).or_default();
+                let quality = std::mem::take(&mut slot.quality);
+                *slot = *bucket;
+                slot.quality = quality;
             }
         }
         Ok(())
@@ -558,5 +614,157 @@ impl Aggregates {
             }
         }
         Some(merged)
+    }
+}
+
+/// What a label did to the aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoring {
+    /// Counted in the bucket of its prediction (and the lifetime counters).
+    Scored,
+    /// Counted in the lifetime counters only: the prediction's bucket is past
+    /// retention.
+    Expired,
+    /// Nothing to score: the prediction failed or predicted nothing, or the
+    /// actual does not fit the model (text for a regression model).
+    Unscorable,
+}
+
+impl Aggregates {
+    /// Adds (or, with [`Sign::Retract`], takes back) the quality of a labeled
+    /// prediction, in the bucket that holds the prediction's event time. The
+    /// prediction must have been applied earlier, so that its names are
+    /// admitted and its bucket exists (unless retention dropped it).
+    pub fn apply_label(
+        &mut self,
+        prediction: &PredictionEvent,
+        label: &LabelEvent,
+        sign: Sign,
+        changes: &mut Changes,
+    ) -> Scoring {
+        let limits = &self.config.limits;
+        let Some(model) = self.models.get_mut(&prediction.model) else {
+            return Scoring::Unscorable;
+        };
+        if !crate::aggregate::labelable(prediction) {
+            return Scoring::Unscorable;
+        }
+        // Folding again gives the names the prediction was aggregated under:
+        // admitted names stay admitted. Occurrences are 0: nothing new is seen.
+        let ModelState {
+            limits: model_limits,
+            versions,
+            ..
+        } = model;
+        let version = model_limits.fold_counted(
+            Dimension::Version,
+            &prediction.version,
+            limits.max_versions_per_model,
+            0,
+        );
+        let actual_class;
+        let scored = match &prediction.prediction {
+            Some(Prediction::Class(predicted)) => {
+                actual_class = label.actual.class();
+                Scored::Class {
+                    predicted: model_limits.fold_class(predicted, limits, 0),
+                    actual: model_limits.fold_class(&actual_class, limits, u64::from(sign == Sign::Add)),
+                }
+            }
+            Some(Prediction::Value(predicted)) => match label.actual.value() {
+                Some(actual) => Scored::Value {
+                    predicted: *predicted,
+                    actual,
+                },
+                None => return Scoring::Unscorable,
+            },
+            None => return Scoring::Unscorable,
+        };
+        let business = label
+            .business
+            .iter()
+            .map(|(name, value)| (model_limits.fold_business(name, limits, 0), *value))
+            .collect();
+        let segments = prediction
+            .segments
+            .iter()
+            .map(|(key, value)| model_limits.fold_segment(key, value, limits, 0))
+            .collect();
+        let outcome = Outcome {
+            scored,
+            business,
+            segments,
+        };
+        let Some(series) = versions.get_mut(version) else {
+            return Scoring::Unscorable;
+        };
+        if let Scored::Class { predicted, actual } = outcome.scored {
+            series.labels.observe(predicted, actual, sign);
+        }
+        changes
+            .quality_upserts
+            .insert(key_of(&prediction.model, version, Resolution::Lifetime, 0));
+        let minute = bucket_start(prediction.timestamp_ms, MINUTE_MS);
+        let hour = bucket_start(prediction.timestamp_ms, HOUR_MS);
+        let (resolution, start, bucket) = if let Some(bucket) = series.minutes.get_mut(&minute) {
+            (Resolution::Minute, minute, bucket)
+        } else if let Some(bucket) = series.hours.get_mut(&hour) {
+            (Resolution::Hour, hour, bucket)
+        } else {
+            return Scoring::Expired;
+        };
+        bucket.quality.add(&outcome, sign);
+        changes
+            .quality_upserts
+            .insert(key_of(&prediction.model, version, resolution, start));
+        Scoring::Scored
+    }
+
+    /// The labelable predictions and the quality of the buckets of `model`
+    /// (one version, or all) that start inside `window`, within one segment
+    /// value or overall. `None` when the model is unknown.
+    pub fn quality_window(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        segment: Option<(&str, &str)>,
+        window: Window,
+    ) -> Option<(u64, Quality)> {
+        let model = self.models.get(model)?;
+        let mut predictions = 0;
+        let mut quality = Quality::default();
+        for (name, series) in &model.versions {
+            if version.is_some_and(|wanted| wanted != name) {
+                continue;
+            }
+            let buckets = series
+                .minutes
+                .range(window.start_ms..window.end_ms)
+                .chain(series.hours.range(window.start_ms..window.end_ms));
+            for (_, bucket) in buckets {
+                predictions += match segment {
+                    None => bucket.labelable_predictions(),
+                    Some((key, value)) => bucket
+                        .segment_predictions
+                        .get(key)
+                        .and_then(|values| values.get(value))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                if let Some(part) = bucket.quality.of_segment(segment) {
+                    quality.merge(part);
+                }
+            }
+        }
+        Some((predictions, quality))
+    }
+}
+
+fn key_of(model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) -> BucketKey {
+    BucketKey {
+        model: model.to_owned(),
+        version: version.to_owned(),
+        resolution,
+        start_ms,
     }
 }

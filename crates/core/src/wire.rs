@@ -30,7 +30,9 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::{self, FeatureValue, Prediction, PredictionEvent, Status, TimestampMs};
+use crate::event::{
+    self, Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status, TimestampMs,
+};
 
 /// Limits applied while parsing one row. Defaults are what `modelwatch serve`
 /// uses when the config says nothing.
@@ -46,6 +48,8 @@ pub struct ParseLimits {
     pub max_probabilities: usize,
     /// How far past the time of receipt an event timestamp may lie.
     pub max_future_skew_ms: i64,
+    /// Most entries in `business` of one label.
+    pub max_business_values: usize,
 }
 
 impl Default for ParseLimits {
@@ -56,6 +60,7 @@ impl Default for ParseLimits {
             max_segments: 32,
             max_probabilities: 1024,
             max_future_skew_ms: 5 * 60 * 1000,
+            max_business_values: 32,
         }
     }
 }
@@ -548,6 +553,125 @@ fn segment_from_value(value: Scalar<'_>, limits: &ParseLimits) -> Result<String,
         }
         other => Err(Problem::type_mismatch("a string", &other)),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Label events.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LabelField {
+    PredictionId,
+    Actual,
+    Timestamp,
+    Business,
+}
+
+impl WireField for LabelField {
+    const ALL: &'static [Self] = &[Self::PredictionId, Self::Actual, Self::Timestamp, Self::Business];
+
+    fn wire_name(self) -> &'static str {
+        match self {
+            Self::PredictionId => "prediction_id",
+            Self::Actual => "actual",
+            Self::Timestamp => "timestamp",
+            Self::Business => "business",
+        }
+    }
+}
+
+#[derive(Default)]
+struct LabelFields {
+    prediction_id: Option<String>,
+    actual: Option<Actual>,
+    timestamp_ms: Option<TimestampMs>,
+    business: Vec<(String, f64)>,
+}
+
+const ACTUAL_EXPECTED: &str = "a string (a class) or a number (a true value)";
+
+impl<'de> RowFields<'de> for LabelFields {
+    type Field = LabelField;
+
+    fn read_field<A: MapAccess<'de>>(
+        &mut self,
+        field: LabelField,
+        map: &mut A,
+        context: &RowContext<'_>,
+    ) -> Result<(), A::Error> {
+        let path = FieldPath::top(field.wire_name());
+        let limits = context.limits;
+        match field {
+            LabelField::PredictionId => {
+                self.prediction_id = next_checked_string(map, context, path, check_non_empty)?;
+            }
+            LabelField::Actual => {
+                let value = next_scalar(map, context, path, ACTUAL_EXPECTED)?;
+                self.actual =
+                    actual_from_value(value, limits).map_err(|problem| context.reject_at(path, problem))?;
+            }
+            LabelField::Timestamp => {
+                let value = next_scalar(map, context, path, TIMESTAMP_EXPECTED)?;
+                self.timestamp_ms = timestamp_from_value(value, context.received_at_ms, limits)
+                    .map_err(|problem| context.reject_at(path, problem))?;
+            }
+            LabelField::Business => {
+                let reader = EntriesReader {
+                    field: "business",
+                    key_name: "business metric name",
+                    max_entries: limits.max_business_values,
+                    value_expected: "a number",
+                    convert: business_from_value,
+                };
+                self.business = next_entries(map, context, path, reader)?.unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn actual_from_value(value: Scalar<'_>, limits: &ParseLimits) -> Result<Option<Actual>, Problem> {
+    match value {
+        JsonValue::Null => Ok(None),
+        JsonValue::String(class) => {
+            check_length(&class, limits)?;
+            Ok(Some(Actual::Class(class.into_owned())))
+        }
+        JsonValue::Number(value) => Ok(Some(Actual::Value(check_finite(value)?))),
+        other => Err(Problem::type_mismatch(ACTUAL_EXPECTED, &other)),
+    }
+}
+
+fn business_from_value(value: Scalar<'_>, _limits: &ParseLimits) -> Result<f64, Problem> {
+    match value {
+        JsonValue::Number(number) => check_finite(number),
+        // `converted: true` is natural: count it as 1.
+        JsonValue::Bool(flag) => Ok(if flag { 1.0 } else { 0.0 }),
+        other => Err(Problem::type_mismatch("a number", &other)),
+    }
+}
+
+/// Parses and validates one label event. `received_at_ms` is its time when the
+/// row gives none.
+pub fn parse_label(
+    row: &[u8],
+    received_at_ms: TimestampMs,
+    limits: &ParseLimits,
+) -> Result<LabelEvent, RowError> {
+    let context = RowContext::new(received_at_ms, limits);
+    let fields: LabelFields = parse_row(row, &context)?;
+    let prediction_id = fields
+        .prediction_id
+        .ok_or_else(|| missing_field("prediction_id"))?;
+    let actual = fields.actual.ok_or_else(|| missing_field("actual"))?;
+    let mut business = fields.business;
+    business.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(LabelEvent {
+        prediction_id,
+        actual,
+        timestamp_ms: fields.timestamp_ms.unwrap_or(received_at_ms),
+        business,
+    })
 }
 
 fn missing_field(field: &str) -> RowError {

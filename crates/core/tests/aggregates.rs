@@ -52,7 +52,7 @@ fn event_strategy() -> impl Strategy<Value = PredictionEvent> {
                     confidence: Some(confidence),
                     probabilities: Vec::new(),
                     features,
-                    segments: Vec::new(),
+                    segments: vec![("region".into(), format!("r{}", id % 3))],
                 }
             },
         )
@@ -64,6 +64,11 @@ fn observe(bucket: &mut Bucket, event: &PredictionEvent) {
         .iter()
         .map(|(name, value)| (name.as_str(), modelwatch_core::aggregate::unfolded_feature(value)))
         .collect();
+    let segments: Vec<(&str, &str)> = event
+        .segments
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
     bucket.observe(
         event,
         FoldedNames {
@@ -71,6 +76,7 @@ fn observe(bucket: &mut Bucket, event: &PredictionEvent) {
             predicted_class: predicted_class(event),
         },
         &features,
+        &segments,
     );
 }
 
@@ -107,6 +113,7 @@ fn assert_same(left: &Bucket, right: &Bucket) {
         );
     }
     assert_eq!(left.feature_rows, right.feature_rows);
+    assert_eq!(left.segment_predictions, right.segment_predictions);
     assert_eq!(
         left.features.keys().collect::<Vec<_>>(),
         right.features.keys().collect::<Vec<_>>()

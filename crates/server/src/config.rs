@@ -33,6 +33,28 @@ pub struct Config {
     pub aggregation: AggregationSettings,
     pub limits: CardinalityLimits,
     pub metrics: MetricsConfig,
+    pub labels: LabelsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// How long a label whose prediction has not arrived yet is held; past
+    /// this it is an orphan.
+    pub early_label_ttl: Duration,
+    /// Most labels held at once; past this the oldest become orphans.
+    pub max_held_labels: usize,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            early_label_ttl: Duration {
+                ms: 6 * 60 * MINUTE_MS,
+            },
+            max_held_labels: 200_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,12 +156,16 @@ impl Default for AggregationSettings {
 pub struct MetricsConfig {
     /// The window, ending now, that `ml_feature_value` describes.
     pub feature_window: Duration,
+    /// The windows, ending now, of `ml_model_accuracy` and the other quality
+    /// gauges (their `window` label).
+    pub quality_windows: Vec<String>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             feature_window: Duration { ms: 60 * MINUTE_MS },
+            quality_windows: vec!["1d".to_owned(), "7d".to_owned()],
         }
     }
 }
@@ -176,6 +202,16 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.aggregation.minute_retention.ms > self.aggregation.hour_retention.ms {
             return Err("aggregation.minute_retention must not exceed aggregation.hour_retention".into());
+        }
+        for window in &self.metrics.quality_windows {
+            match parse_duration_ms(window) {
+                Ok(ms) if ms > 0 => {}
+                _ => {
+                    return Err(format!(
+                        "metrics.quality_windows: {window:?} is not a positive duration like 7d"
+                    ));
+                }
+            }
         }
         if self.ingest.max_body_bytes == 0 || self.ingest.max_queued_events == 0 {
             return Err("ingest limits must be positive".into());

@@ -9,12 +9,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use modelwatch_core::codec::{self, Dictionary};
-use modelwatch_core::event::PredictionEvent;
+use modelwatch_core::event::{PredictionEvent, TimestampMs};
 use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, Delta, PendingModels, Refusal};
 use modelwatch_store::{Checkpointer, PredictionRow, SqliteStore, StoreError};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use crate::labels::{LabelOutcome, LabelState, ParsedLabel, QualityOp};
 use crate::state::Shared;
 
 /// One validated row of a request.
@@ -88,11 +89,35 @@ pub enum RowOutcome {
 #[error("{0}")]
 pub struct StorageFailure(pub String);
 
-struct Job {
-    rows: Vec<ParsedRow>,
-    /// The rows aggregated under the names as sent.
-    delta: Delta,
-    reply: oneshot::Sender<Result<Vec<RowOutcome>, StorageFailure>>,
+type Reply<T> = oneshot::Sender<Result<Vec<T>, StorageFailure>>;
+
+enum Job {
+    Predictions {
+        rows: Vec<ParsedRow>,
+        /// The rows aggregated under the names as sent.
+        delta: Delta,
+        reply: Reply<RowOutcome>,
+    },
+    Labels {
+        rows: Vec<ParsedLabel>,
+        received_ms: TimestampMs,
+        reply: Reply<LabelOutcome>,
+    },
+}
+
+impl Job {
+    fn len(&self) -> usize {
+        match self {
+            Job::Predictions { rows, .. } => rows.len(),
+            Job::Labels { rows, .. } => rows.len(),
+        }
+    }
+}
+
+/// What a group commit answers, per job in order.
+enum JobOutcomes {
+    Predictions(Vec<RowOutcome>),
+    Labels(Vec<LabelOutcome>),
 }
 
 /// Why a batch was not queued.
@@ -116,7 +141,28 @@ impl IngestQueue {
         rows: Vec<ParsedRow>,
         delta: Delta,
     ) -> Result<oneshot::Receiver<Result<Vec<RowOutcome>, StorageFailure>>, SubmitError> {
-        let count = rows.len();
+        let (reply, receiver) = oneshot::channel();
+        self.enqueue(Job::Predictions { rows, delta, reply })?;
+        Ok(receiver)
+    }
+
+    /// Queues labels for the writer; the answer arrives once they are durable.
+    pub fn submit_labels(
+        &self,
+        rows: Vec<ParsedLabel>,
+        received_ms: TimestampMs,
+    ) -> Result<oneshot::Receiver<Result<Vec<LabelOutcome>, StorageFailure>>, SubmitError> {
+        let (reply, receiver) = oneshot::channel();
+        self.enqueue(Job::Labels {
+            rows,
+            received_ms,
+            reply,
+        })?;
+        Ok(receiver)
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), SubmitError> {
+        let count = job.len();
         let limit = self.shared.config.ingest.max_queued_events;
         let queued = &self.shared.telemetry.queued_events;
         // Reserve room first, so that concurrent requests cannot overshoot.
@@ -125,13 +171,11 @@ impl IngestQueue {
             queued.fetch_sub(count, Ordering::AcqRel);
             return Err(SubmitError::QueueFull);
         }
-        let (reply, receiver) = oneshot::channel();
-        let job = Job { rows, delta, reply };
         if self.sender.send(job).is_err() {
             queued.fetch_sub(count, Ordering::AcqRel);
             return Err(SubmitError::Closed);
         }
-        Ok(receiver)
+        Ok(())
     }
 }
 
@@ -147,6 +191,11 @@ pub fn load_aggregates(store: &SqliteStore, config: AggregationConfig) -> Result
         aggregates
             .restore(key.clone(), state)
             .map_err(|error| StoreError::Corrupt(format!("{key:?}: {error}")))
+    })?;
+    store.load_quality(|key, state| {
+        aggregates
+            .restore_quality(key.clone(), state)
+            .map_err(|error| StoreError::Corrupt(format!("quality {key:?}: {error}")))
     })?;
     Ok(aggregates)
 }
@@ -198,9 +247,22 @@ fn run_checkpoints(checkpointer: Checkpointer, stop: mpsc::Receiver<()>) {
 
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often held labels are checked against their TTL.
+const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Receiver<Job>) {
     let max_events = shared.config.ingest.max_events_per_commit;
     let mut persisted_names = shared.names.dictionary.read().expect("names lock").len();
+    let mut labels = match LabelState::load(&store) {
+        Ok(labels) => labels,
+        Err(error) => {
+            error!(%error, "cannot load held labels; marking not ready");
+            shared.ready.store(false, Ordering::Release);
+            LabelState::default()
+        }
+    };
+    labels.publish(&shared.telemetry);
+    let mut last_expiry = Instant::now();
     // Freeing parsed events costs as much as a good part of the commit: it
     // happens on its own thread, off the serial write path.
     let (garbage, garbage_receiver) = mpsc::channel::<(Vec<ParsedRow>, Delta)>();
@@ -208,13 +270,22 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
         .name("modelwatch-free".into())
         .spawn(move || garbage_receiver.into_iter().for_each(drop))
         .expect("spawning the janitor thread");
-    while let Ok(first) = receiver.recv() {
-        let mut group_events = first.rows.len();
+    loop {
+        if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+            last_expiry = Instant::now();
+            expire_held_labels(&mut store, &shared, &mut labels);
+        }
+        let first = match receiver.recv_timeout(EXPIRY_INTERVAL) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut group_events = first.len();
         let mut jobs = vec![first];
         while group_events < max_events {
             match receiver.try_recv() {
                 Ok(job) => {
-                    group_events += job.rows.len();
+                    group_events += job.len();
                     jobs.push(job);
                 }
                 Err(_) => break,
@@ -226,6 +297,7 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
             &shared.names,
             &mut persisted_names,
             &shared.aggregates,
+            &mut labels,
             &jobs,
         );
         shared.telemetry.record_commit(started.elapsed().as_secs_f64());
@@ -235,22 +307,45 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
             .fetch_sub(group_events, Ordering::AcqRel);
         match result {
             Ok(outcomes) => {
+                labels.publish(&shared.telemetry);
                 for (job, outcomes) in jobs.into_iter().zip(outcomes) {
-                    shared.telemetry.record_outcomes(&outcomes);
                     // The client may have gone away; its rows are stored anyway.
-                    let _ = job.reply.send(Ok(outcomes));
-                    let _ = garbage.send((job.rows, job.delta));
+                    match (job, outcomes) {
+                        (Job::Predictions { rows, delta, reply }, JobOutcomes::Predictions(outcomes)) => {
+                            shared.telemetry.record_outcomes(&outcomes);
+                            let _ = reply.send(Ok(outcomes));
+                            let _ = garbage.send((rows, delta));
+                        }
+                        (Job::Labels { reply, .. }, JobOutcomes::Labels(outcomes)) => {
+                            let _ = reply.send(Ok(outcomes));
+                        }
+                        _ => unreachable!("outcomes follow their jobs"),
+                    }
                 }
             }
             Err(failure) => {
                 error!(error = %failure, events = group_events, "group commit failed; nothing of it was acknowledged");
                 let failure = StorageFailure(failure.to_string());
                 for job in jobs {
-                    let _ = job.reply.send(Err(failure.clone()));
+                    match job {
+                        Job::Predictions { reply, .. } => {
+                            let _ = reply.send(Err(failure.clone()));
+                        }
+                        Job::Labels { reply, .. } => {
+                            let _ = reply.send(Err(failure.clone()));
+                        }
+                    }
                 }
                 // Memory may be ahead of the store now: reload what is durable.
-                match load_aggregates(&store, shared.aggregates.read().expect("lock").config.clone()) {
-                    Ok(reloaded) => *shared.aggregates.write().expect("lock") = reloaded,
+                let reloaded =
+                    load_aggregates(&store, shared.aggregates.read().expect("lock").config.clone())
+                        .and_then(|aggregates| Ok((aggregates, LabelState::load(&store)?)));
+                match reloaded {
+                    Ok((reloaded, reloaded_labels)) => {
+                        *shared.aggregates.write().expect("lock") = reloaded;
+                        labels = reloaded_labels;
+                        labels.publish(&shared.telemetry);
+                    }
                     Err(error) => {
                         error!(%error, "cannot reload aggregates; marking not ready");
                         shared.ready.store(false, Ordering::Release);
@@ -267,30 +362,62 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
     info!("writer stopped; every acknowledged event is committed");
 }
 
+/// Turns held labels past their TTL into orphans, in a transaction of its own.
+fn expire_held_labels(store: &mut SqliteStore, shared: &Shared, labels: &mut LabelState) {
+    if labels.held() == 0 {
+        return;
+    }
+    let config = &shared.config.labels;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let before = labels.totals;
+    let result = store.transaction(|writer| {
+        let expired = labels.expire(writer, now_ms, config.early_label_ttl.ms, config.max_held_labels)?;
+        labels.persist(writer)?;
+        Ok(expired)
+    });
+    match result {
+        Ok(0) => {}
+        Ok(expired) => {
+            info!(expired, "held labels past early_label_ttl are orphans");
+            labels.publish(&shared.telemetry);
+        }
+        Err(error) => {
+            warn!(%error, "expiring held labels failed; retrying later");
+            labels.totals = before;
+            if let Ok(reloaded) = LabelState::load(store) {
+                *labels = reloaded;
+            }
+        }
+    }
+}
+
 /// Stores and aggregates a group of jobs in one transaction.
 fn commit_group(
     store: &mut SqliteStore,
     names: &SharedNames,
     persisted_names: &mut usize,
     aggregates: &RwLock<Aggregates>,
+    labels: &mut LabelState,
     jobs: &[Job],
-) -> Result<Vec<Vec<RowOutcome>>, StoreError> {
+) -> Result<Vec<JobOutcomes>, StoreError> {
     // Refusals depend only on state, so they are decided before writing.
     let mut pending = PendingModels::default();
     let checks: Vec<Vec<Result<(), Refusal>>> = {
         let aggregates = aggregates.read().expect("aggregates lock poisoned");
         jobs.iter()
-            .map(|job| {
-                job.rows
+            .map(|job| match job {
+                Job::Predictions { rows, .. } => rows
                     .iter()
                     .map(|row| aggregates.check(&row.event, &mut pending))
-                    .collect()
+                    .collect(),
+                Job::Labels { .. } => Vec::new(),
             })
             .collect()
     };
     // Every name a row of this group uses was assigned before the row was
     // queued, so it is among these.
     let new_names = names.names_since(*persisted_names);
+    let dictionary = names.dictionary.read().expect("names lock");
     let result = store.transaction(|writer| {
         for (offset, name) in new_names.iter().enumerate() {
             writer.insert_name((*persisted_names + offset) as u32, name)?;
@@ -300,35 +427,52 @@ fn commit_group(
         // (the common case), its stored events one by one otherwise.
         let mut whole_jobs: Vec<&Delta> = Vec::new();
         let mut stored: Vec<&PredictionEvent> = Vec::new();
+        // Label joins, applied once the group's predictions are aggregated.
+        let mut quality_ops: Vec<QualityOp> = Vec::new();
         for (job, checks) in jobs.iter().zip(checks) {
-            let stored_before = stored.len();
-            let mut job_outcomes = Vec::with_capacity(job.rows.len());
-            for (row, check) in job.rows.iter().zip(checks) {
-                let outcome = match check {
-                    Err(refusal) => RowOutcome::Refused(refusal),
-                    Ok(()) => {
-                        let inserted = writer.insert_prediction(&PredictionRow {
-                            prediction_id: &row.event.prediction_id,
-                            body: &row.stored,
-                        })?;
-                        if inserted {
-                            stored.push(&row.event);
-                            RowOutcome::Stored
-                        } else {
-                            RowOutcome::Duplicate
-                        }
+            match job {
+                Job::Predictions { rows, delta, .. } => {
+                    let stored_before = stored.len();
+                    let mut job_outcomes = Vec::with_capacity(rows.len());
+                    for (row, check) in rows.iter().zip(checks) {
+                        let outcome = match check {
+                            Err(refusal) => RowOutcome::Refused(refusal),
+                            Ok(()) => {
+                                let inserted = writer.insert_prediction(&PredictionRow {
+                                    prediction_id: &row.event.prediction_id,
+                                    body: &row.stored,
+                                })?;
+                                if inserted {
+                                    labels.on_prediction_stored(writer, &row.event, &mut quality_ops)?;
+                                    stored.push(&row.event);
+                                    RowOutcome::Stored
+                                } else {
+                                    RowOutcome::Duplicate
+                                }
+                            }
+                        };
+                        job_outcomes.push(outcome);
                     }
-                };
-                job_outcomes.push(outcome);
+                    if stored.len() - stored_before == rows.len() {
+                        stored.truncate(stored_before);
+                        whole_jobs.push(delta);
+                    }
+                    outcomes.push(JobOutcomes::Predictions(job_outcomes));
+                }
+                Job::Labels {
+                    rows, received_ms, ..
+                } => {
+                    let job_outcomes = rows
+                        .iter()
+                        .map(|row| labels.process(writer, &dictionary, row, *received_ms, &mut quality_ops))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    outcomes.push(JobOutcomes::Labels(job_outcomes));
+                }
             }
-            if stored.len() - stored_before == job.rows.len() {
-                stored.truncate(stored_before);
-                whole_jobs.push(&job.delta);
-            }
-            outcomes.push(job_outcomes);
         }
+        labels.persist(writer)?;
         let mut changes = Changes::default();
-        let encoded = {
+        let (encoded, encoded_quality) = {
             let mut aggregates = aggregates.write().expect("aggregates lock poisoned");
             for delta in whole_jobs {
                 aggregates.merge_delta(delta, &mut changes);
@@ -336,21 +480,34 @@ fn commit_group(
             for event in &stored {
                 aggregates.apply(event, &mut changes);
             }
+            for op in &quality_ops {
+                aggregates.apply_label(&op.prediction, &op.label, op.sign, &mut changes);
+            }
             aggregates.maintain(&mut changes);
-            changes
+            let encoded = changes
                 .upserts
                 .iter()
                 .filter_map(|key| aggregates.encode(key).map(|bytes| (key, bytes)))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let encoded_quality = changes
+                .quality_upserts
+                .iter()
+                .filter_map(|key| aggregates.encode_quality(key).map(|bytes| (key, bytes)))
+                .collect::<Vec<_>>();
+            (encoded, encoded_quality)
         };
         for (key, bytes) in encoded {
             writer.put_aggregate(key, &bytes)?;
+        }
+        for (key, bytes) in encoded_quality {
+            writer.put_quality(key, &bytes)?;
         }
         for key in &changes.deletes {
             writer.delete_aggregate(key)?;
         }
         Ok(outcomes)
     });
+    drop(dictionary);
     if result.is_ok() {
         *persisted_names += new_names.len();
     }

@@ -1,5 +1,5 @@
-//! `POST /v1/predictions`: body framing, parsing off the async runtime, and
-//! the per-row answer.
+//! `POST /v1/predictions` and `POST /v1/labels`: body framing, parsing off
+//! the async runtime, and the per-row answer.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::App;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::ingest::{ParsedRow, RowOutcome, SharedNames, SubmitError};
+use crate::labels::{LabelOutcome, ParsedLabel};
 
 #[derive(Serialize)]
 struct Rejected<'a> {
@@ -151,18 +152,7 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
         let waiting = app
             .queue
             .submit(parsed.rows, parsed.delta)
-            .map_err(|error| match error {
-                SubmitError::QueueFull => {
-                    telemetry
-                        .requests_overloaded
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    ApiError::new(
-                        ErrorCode::Overloaded,
-                        "the write queue is full: retry after the delay in Retry-After",
-                    )
-                }
-                SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
-            })?;
+            .map_err(|error| submit_error(error, telemetry))?;
         waiting
             .await
             .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
@@ -225,4 +215,124 @@ fn answer(errors: &[(usize, RowError)], row_indexes: &[usize], outcomes: &[RowOu
         rejected,
     };
     (status, axum::Json(body)).into_response()
+}
+
+#[derive(Serialize)]
+struct LabelAnswer<'a> {
+    /// Labels that are durable now (including duplicates).
+    accepted: usize,
+    /// Accepted labels identical to the stored label of their prediction.
+    duplicates: usize,
+    /// Accepted labels that replaced a different stored label.
+    corrected: usize,
+    /// Accepted labels whose prediction is not known yet: they are joined when
+    /// it arrives, or become orphans after `labels.early_label_ttl`.
+    held: usize,
+    rejected: Vec<Rejected<'a>>,
+}
+
+pub(crate) async fn post_labels(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    match ingest_labels(app, headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The valid labels of a body, and the errors of the others by row index.
+type ParsedLabels = (Vec<ParsedLabel>, Vec<(usize, RowError)>);
+
+fn parse_labels(
+    body: &Bytes,
+    format: BodyFormat,
+    received_ms: i64,
+    limits: &wire::ParseLimits,
+) -> Result<ParsedLabels, ApiError> {
+    let slices = wire::split_rows(body, format)
+        .map_err(|error| ApiError::new(ErrorCode::MalformedBody, error.message).with_field("body"))?;
+    let mut rows = Vec::with_capacity(slices.len());
+    let mut errors = Vec::new();
+    for (index, slice) in slices.into_iter().enumerate() {
+        match wire::parse_label(slice, received_ms, limits) {
+            Ok(label) => {
+                let stored = codec::encode_label(&label, received_ms);
+                rows.push(ParsedLabel { index, label, stored });
+            }
+            Err(error) => errors.push((index, error)),
+        }
+    }
+    Ok((rows, errors))
+}
+
+async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let format = body_format(&headers)?;
+    let received_ms = jiff::Timestamp::now().as_millisecond();
+    let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
+    let limits = app.parse_limits.clone();
+    let (rows, errors) =
+        tokio::task::spawn_blocking(move || parse_labels(&body, format, received_ms, &limits))
+            .await
+            .map_err(|error| {
+                ApiError::new(ErrorCode::StorageUnavailable, format!("parser failed: {error}"))
+            })??;
+    let telemetry = &app.shared.telemetry;
+    for (_, error) in &errors {
+        telemetry.record_rejected(error.code.as_str(), 1);
+    }
+    let outcomes = if rows.is_empty() {
+        Vec::new()
+    } else {
+        let waiting = app
+            .queue
+            .submit_labels(rows, received_ms)
+            .map_err(|error| submit_error(error, telemetry))?;
+        waiting
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
+            .map_err(|failure| {
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    format!("the store could not commit; nothing of this request was stored: {failure}"),
+                )
+            })?
+    };
+    let count = |wanted: LabelOutcome| outcomes.iter().filter(|outcome| **outcome == wanted).count();
+    let rejected: Vec<Rejected<'_>> = errors
+        .iter()
+        .map(|(index, error)| Rejected {
+            index: *index,
+            error: ErrorBody {
+                code: error.code.as_str(),
+                message: &error.message,
+                field: error.field.as_deref(),
+            },
+        })
+        .collect();
+    let status = if outcomes.is_empty() && !rejected.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let answer = LabelAnswer {
+        accepted: outcomes.len(),
+        duplicates: count(LabelOutcome::Duplicate),
+        corrected: count(LabelOutcome::Corrected),
+        held: count(LabelOutcome::Held),
+        rejected,
+    };
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+fn submit_error(error: SubmitError, telemetry: &crate::state::Telemetry) -> ApiError {
+    match error {
+        SubmitError::QueueFull => {
+            telemetry
+                .requests_overloaded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApiError::new(
+                ErrorCode::Overloaded,
+                "the write queue is full: retry after the delay in Retry-After",
+            )
+        }
+        SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
+    }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 mod ingest_api;
+pub mod labels;
 pub mod metrics;
 mod query_api;
 pub mod state;
@@ -45,6 +46,9 @@ pub struct App {
 pub fn app(app: App) -> Router {
     Router::new()
         .route("/v1/predictions", post(ingest_api::post_predictions))
+        .route("/v1/labels", post(ingest_api::post_labels))
+        .route("/v1/labels/stats", get(query_api::label_stats))
+        .route("/v1/models/{model}/performance", get(query_api::performance))
         .route("/v1/models", get(query_api::models))
         .route("/v1/models/{model}/operations", get(query_api::operations))
         .route("/v1/models/{model}/predictions", get(query_api::predictions))

@@ -2,22 +2,26 @@
 //! exactly) plus modelwatch's own health, encoded by `prometheus-client`.
 //! OpenMetrics when the scraper asks for it, text 0.0.4 otherwise.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use modelwatch_core::aggregate::Counters;
 use modelwatch_core::limits::OTHER;
+use modelwatch_core::quality::{ClassScores, ClassificationReport};
+use modelwatch_core::series::{Aggregates, Series};
 use modelwatch_core::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS};
-use modelwatch_core::time::Window;
+use modelwatch_core::time::{Window, parse_duration_ms};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::App;
+use crate::config::MetricsConfig;
 use crate::state::{COMMIT_BUCKETS, Shared};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -27,6 +31,18 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Clone)]
 pub struct StateCollector {
     shared: Arc<Shared>,
+    quality_cache: Arc<Mutex<Option<QualityGauges>>>,
+}
+
+/// How long the quality gauges of a scrape are reused: they sum up to a week
+/// of buckets per model, and labels move them slowly.
+const QUALITY_GAUGES_TTL_MS: i64 = 5_000;
+
+/// The quality gauges of every model and configured window.
+struct QualityGauges {
+    computed_at_ms: i64,
+    /// (model, window, figures).
+    rows: Vec<(String, String, u64, Option<ClassificationReport>)>,
 }
 
 impl std::fmt::Debug for StateCollector {
@@ -37,7 +53,10 @@ impl std::fmt::Debug for StateCollector {
 
 pub fn registry(shared: Arc<Shared>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StateCollector { shared }));
+    registry.register_collector(Box::new(StateCollector {
+        shared,
+        quality_cache: Arc::new(Mutex::new(None)),
+    }));
     registry
 }
 
@@ -200,7 +219,84 @@ impl Collector for StateCollector {
                 counter(&mut family.encode_family(&labels)?, *count)?;
             }
         }
+        let mut applied = encoder.encode_descriptor(
+            "ml_prediction_labeled",
+            "Labeled predictions by predicted and actual class (corrected labels also count in ml_prediction_label_retracted_total)",
+            None,
+            MetricType::Counter,
+        )?;
+        encode_label_counters(&aggregates, &mut applied, |series| &series.labels.applied)?;
+        let mut retracted = encoder.encode_descriptor(
+            "ml_prediction_label_retracted",
+            "Labels replaced by a correction, by predicted and the replaced actual class; subtract from ml_prediction_labeled_total",
+            None,
+            MetricType::Counter,
+        )?;
+        encode_label_counters(&aggregates, &mut retracted, |series| &series.labels.retracted)?;
+
+        let mut cache = self.quality_cache.lock().expect("quality cache lock");
+        if cache.as_ref().is_none_or(|cached| {
+            now_ms - cached.computed_at_ms >= QUALITY_GAUGES_TTL_MS || now_ms < cached.computed_at_ms
+        }) {
+            *cache = Some(quality_gauges(&aggregates, &self.shared.config.metrics, now_ms));
+        }
         drop(aggregates);
+        let gauges = cache.as_ref().expect("computed above");
+        let mut family = encoder.encode_descriptor(
+            "ml_model_accuracy",
+            "Accuracy of the labeled predictions made in the window, ending now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (model_name, window, _, report) in &gauges.rows {
+            if let Some(report) = report {
+                let labels = [("model_name", model_name.as_str()), ("window", window.as_str())];
+                gauge(&mut family.encode_family(&labels)?, report.accuracy)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "ml_model_labeled_sample_size",
+            "Labeled predictions made in the window, ending now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (model_name, window, sample_size, _) in &gauges.rows {
+            let labels = [("model_name", model_name.as_str()), ("window", window.as_str())];
+            gauge(&mut family.encode_family(&labels)?, *sample_size as f64)?;
+        }
+        type Pick = fn(&ClassScores) -> f64;
+        let per_class: [(&str, &str, Pick); 3] = [
+            (
+                "ml_model_precision",
+                "Precision per class over the window, ending now",
+                |scores| scores.precision,
+            ),
+            (
+                "ml_model_recall",
+                "Recall per class over the window, ending now",
+                |scores| scores.recall,
+            ),
+            (
+                "ml_model_f1",
+                "F1 per class over the window, ending now",
+                |scores| scores.f1,
+            ),
+        ];
+        for (name, help, pick) in per_class {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (model_name, window, _, report) in &gauges.rows {
+                let Some(report) = report else { continue };
+                for (class, scores) in &report.per_class {
+                    let labels = [
+                        ("model_name", model_name.as_str()),
+                        ("window", window.as_str()),
+                        ("class", class.as_str()),
+                    ];
+                    gauge(&mut family.encode_family(&labels)?, pick(scores))?;
+                }
+            }
+        }
+        drop(cache);
         debug_assert!(!OTHER.is_empty());
 
         let telemetry = &self.shared.telemetry;
@@ -245,6 +341,47 @@ impl Collector for StateCollector {
             &mut family,
             telemetry.queued_events.load(Ordering::Relaxed) as f64,
         )?;
+        let labels = &telemetry.labels;
+        let label_counters = [
+            (
+                "modelwatch_labels_joined",
+                "Labels joined to their prediction",
+                &labels.joined,
+                MetricType::Gauge,
+            ),
+            (
+                "modelwatch_labels_held",
+                "Labels waiting for their prediction",
+                &labels.held,
+                MetricType::Gauge,
+            ),
+            (
+                "modelwatch_labels_orphaned",
+                "Labels whose prediction did not arrive within labels.early_label_ttl",
+                &labels.orphaned,
+                MetricType::Counter,
+            ),
+            (
+                "modelwatch_labels_duplicate",
+                "Labels identical to the stored label of their prediction",
+                &labels.duplicates,
+                MetricType::Counter,
+            ),
+            (
+                "modelwatch_labels_corrected",
+                "Labels that replaced a different stored label",
+                &labels.corrected,
+                MetricType::Counter,
+            ),
+        ];
+        for (name, help, value, metric_type) in label_counters {
+            let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+            let value = value.load(Ordering::Relaxed);
+            match metric_type {
+                MetricType::Counter => counter(&mut family, value)?,
+                _ => gauge(&mut family, value as f64)?,
+            }
+        }
         let commit_seconds = telemetry.commit_seconds.lock().expect("telemetry lock").clone();
         let mut family = encoder.encode_descriptor(
             "modelwatch_commit_duration_seconds",
@@ -341,6 +478,61 @@ pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Respo
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+fn encode_label_counters(
+    aggregates: &Aggregates,
+    family: &mut MetricEncoder<'_>,
+    pick: impl Fn(&Series) -> &BTreeMap<String, BTreeMap<String, u64>>,
+) -> Result<(), std::fmt::Error> {
+    for (model_name, model) in &aggregates.models {
+        for (version, series) in &model.versions {
+            for (predicted, row) in pick(series) {
+                for (actual, count) in row {
+                    let labels = [
+                        ("model_name", model_name.as_str()),
+                        ("model_version", version.as_str()),
+                        ("predicted_class", predicted.as_str()),
+                        ("actual_class", actual.as_str()),
+                    ];
+                    counter(&mut family.encode_family(&labels)?, *count)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn quality_gauges(aggregates: &Aggregates, config: &MetricsConfig, now_ms: i64) -> QualityGauges {
+    let mut rows = Vec::new();
+    for model_name in aggregates.models.keys() {
+        for window_text in &config.quality_windows {
+            let Ok(window_ms) = parse_duration_ms(window_text) else {
+                continue; // refused when the config was loaded
+            };
+            let figures = crate::query_api::quality_figures(
+                aggregates,
+                model_name,
+                None,
+                None,
+                Window::ending_at(now_ms, window_ms),
+            );
+            let Some(figures) = figures else { continue };
+            if figures.quality.labeled == 0 {
+                continue;
+            }
+            rows.push((
+                model_name.clone(),
+                window_text.clone(),
+                figures.quality.labeled,
+                figures.classification,
+            ));
+        }
+    }
+    QualityGauges {
+        computed_at_ms: now_ms,
+        rows,
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use modelwatch_core::aggregate::Bucket;
-use modelwatch_core::series::Aggregates;
+use modelwatch_core::quality::{
+    AveragedScores, ClassScores, ClassificationReport, ConfusionMatrix, Quality, RegressionReport,
+};
+use modelwatch_core::series::{Aggregates, ModelKind};
 use modelwatch_core::stats::CONFIDENCE_BUCKETS;
-use modelwatch_core::time::{Window, format_duration_ms, parse_duration_ms};
+use modelwatch_core::time::{Window, parse_duration_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::App;
@@ -70,7 +73,8 @@ fn resolve(params: &WindowParams, default_window: &str) -> Result<Resolved, ApiE
     };
     Ok(Resolved {
         window: Window::ending_at(end_ms, length_ms),
-        window_text: format_duration_ms(length_ms),
+        // Echoed as written (`7d` stays `7d`).
+        window_text: window_text.trim().to_owned(),
         version: params.version.clone(),
     })
 }
@@ -403,4 +407,201 @@ pub(crate) async fn models(State(app): State<App>) -> Json<Models> {
         })
         .collect();
     Json(Models { models })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceParams {
+    window: Option<String>,
+    end: Option<String>,
+    version: Option<String>,
+    /// `key:value`: only predictions of that segment.
+    segment: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct BusinessValue {
+    sum: f64,
+    /// The sum over the labeled predictions (`sample_size`).
+    per_prediction: f64,
+}
+
+/// `GET /v1/models/{model}/performance`: quality from the labels joined so
+/// far, attributed to the time of their predictions.
+#[derive(Serialize)]
+pub struct Performance {
+    #[serde(flatten)]
+    info: WindowInfo,
+    segment: Option<String>,
+    kind: Option<&'static str>,
+    /// Labeled predictions in the window.
+    sample_size: u64,
+    /// Predictions in the window that a label can score (successful ones).
+    predictions: u64,
+    label_coverage: f64,
+    accuracy: Option<f64>,
+    per_class: BTreeMap<String, ClassScores>,
+    #[serde(rename = "macro")]
+    macro_average: Option<AveragedScores>,
+    #[serde(rename = "weighted")]
+    weighted_average: Option<AveragedScores>,
+    /// Rows are actual classes, columns predicted ones (scikit-learn's
+    /// layout); null for regression models.
+    confusion_matrix: Option<ConfusionMatrix>,
+    /// Regression models only (null until a label arrives); absent for
+    /// classifiers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regression: Option<Option<RegressionReport>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    business: BTreeMap<String, BusinessValue>,
+}
+
+/// The quality figures of one window, for the API and the quality gauges.
+pub(crate) struct QualityFigures {
+    pub kind: Option<ModelKind>,
+    pub predictions: u64,
+    pub quality: Quality,
+    pub classification: Option<ClassificationReport>,
+}
+
+pub(crate) fn quality_figures(
+    aggregates: &Aggregates,
+    model: &str,
+    version: Option<&str>,
+    segment: Option<(&str, &str)>,
+    window: Window,
+) -> Option<QualityFigures> {
+    let kind = aggregates.models.get(model)?.kind;
+    let (predictions, quality) = aggregates.quality_window(model, version, segment, window)?;
+    let classification = quality.classification();
+    Some(QualityFigures {
+        kind,
+        predictions,
+        quality,
+        classification,
+    })
+}
+
+pub(crate) async fn performance(
+    State(app): State<App>,
+    Path(model): Path<String>,
+    Query(params): Query<PerformanceParams>,
+) -> Result<Json<Performance>, ApiError> {
+    let window_params = WindowParams {
+        window: params.window.clone(),
+        end: params.end.clone(),
+        version: params.version.clone(),
+        top: None,
+    };
+    let resolved = resolve(&window_params, "7d")?;
+    let segment = match &params.segment {
+        None => None,
+        Some(text) => Some(
+            text.split_once(':')
+                .filter(|(key, _)| !key.is_empty())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("segment {text:?} must be key:value, such as region:eu"),
+                    )
+                    .with_field("segment")
+                })?,
+        ),
+    };
+    let figures = {
+        let aggregates = app.shared.aggregates.read().expect("aggregates lock");
+        known_model(&aggregates, &model)?;
+        known_version(&aggregates, &model, resolved.version.as_deref())?;
+        quality_figures(
+            &aggregates,
+            &model,
+            resolved.version.as_deref(),
+            segment,
+            resolved.window,
+        )
+        .expect("the model is known")
+    };
+    let sample_size = figures.quality.labeled;
+    let classifier = figures.kind != Some(ModelKind::Regression);
+    let classification = figures.classification;
+    let business = figures
+        .quality
+        .business
+        .iter()
+        .map(|(name, sum)| {
+            let value = BusinessValue {
+                sum: *sum,
+                per_prediction: if sample_size == 0 {
+                    0.0
+                } else {
+                    sum / sample_size as f64
+                },
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Ok(Json(Performance {
+        info: WindowInfo::new(&model, &resolved),
+        segment: params.segment.clone(),
+        kind: figures.kind.map(ModelKind::as_str),
+        sample_size,
+        predictions: figures.predictions,
+        label_coverage: ratio(sample_size, figures.predictions).unwrap_or(0.0),
+        accuracy: classification.as_ref().map(|report| report.accuracy),
+        per_class: classification
+            .as_ref()
+            .map(|report| report.per_class.clone())
+            .unwrap_or_default(),
+        macro_average: classification.as_ref().map(|report| report.macro_average),
+        weighted_average: classification.as_ref().map(|report| report.weighted_average),
+        confusion_matrix: classifier.then(|| {
+            classification
+                .as_ref()
+                .map(|report| report.confusion.clone())
+                .unwrap_or(ConfusionMatrix {
+                    labels: Vec::new(),
+                    matrix: Vec::new(),
+                })
+        }),
+        regression: (!classifier).then(|| figures.quality.regression()),
+        business,
+    }))
+}
+
+fn known_version(aggregates: &Aggregates, model: &str, version: Option<&str>) -> Result<(), ApiError> {
+    match version {
+        Some(version) if !aggregates.models[model].versions.contains_key(version) => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("model {model} has no version {version:?}"),
+        )
+        .with_field("version")),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /v1/labels/stats`.
+#[derive(Serialize)]
+pub struct LabelStats {
+    /// Labels joined to their prediction.
+    joined: u64,
+    /// Labels waiting for their prediction (within `labels.early_label_ttl`).
+    held: u64,
+    /// Labels whose prediction never arrived within the TTL (total).
+    orphaned: u64,
+    /// Resent labels identical to the stored one (total).
+    duplicates: u64,
+    /// Labels that replaced a different stored label (total).
+    corrected: u64,
+}
+
+pub(crate) async fn label_stats(State(app): State<App>) -> Json<LabelStats> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let labels = &app.shared.telemetry.labels;
+    Json(LabelStats {
+        joined: labels.joined.load(Relaxed),
+        held: labels.held.load(Relaxed),
+        orphaned: labels.orphaned.load(Relaxed),
+        duplicates: labels.duplicates.load(Relaxed),
+        corrected: labels.corrected.load(Relaxed),
+    })
 }

@@ -32,6 +32,20 @@ pub struct Telemetry {
     pub queued_events: AtomicUsize,
     pub requests_overloaded: AtomicU64,
     pub commit_seconds: Mutex<BucketCounts>,
+    pub labels: LabelTelemetry,
+}
+
+/// The label join's state as the writer last published it.
+#[derive(Default)]
+pub struct LabelTelemetry {
+    /// Labels joined to their prediction now.
+    pub joined: AtomicU64,
+    /// Labels waiting for their prediction now.
+    pub held: AtomicU64,
+    /// Totals since the store was created.
+    pub orphaned: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub corrected: AtomicU64,
 }
 
 impl Telemetry {

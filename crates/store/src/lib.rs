@@ -12,7 +12,8 @@ use modelwatch_core::series::{BucketKey, Resolution};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 /// Current schema version, kept in `meta`.
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added labels and the quality aggregates, and changed the bucket form.
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +23,11 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this modelwatch ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error(
+        "database schema version {found} was written by a development build before {supported}; \
+         it cannot be upgraded: move the data directory away and start again"
+    )]
+    SchemaTooOld { found: i64, supported: i64 },
     #[error("corrupt aggregate row: {0}")]
     Corrupt(String),
 }
@@ -55,7 +61,25 @@ pub trait Writer {
     /// Adds an entry to the name dictionary of the stored form.
     fn insert_name(&mut self, id: u32, name: &str) -> Result<()>;
     fn put_aggregate(&mut self, key: &BucketKey, state: &[u8]) -> Result<()>;
+    /// Deletes both parts of an aggregate: predictions and quality.
     fn delete_aggregate(&mut self, key: &BucketKey) -> Result<()>;
+    fn put_quality(&mut self, key: &BucketKey, state: &[u8]) -> Result<()>;
+    /// The stored form of a prediction, as committed (or written earlier in
+    /// this transaction).
+    fn get_prediction(&mut self, prediction_id: &str) -> Result<Option<Vec<u8>>>;
+    fn get_label(&mut self, prediction_id: &str) -> Result<Option<StoredLabelRow>>;
+    /// Inserts or replaces a label. `held` labels wait for their prediction.
+    fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()>;
+    fn delete_label(&mut self, prediction_id: &str) -> Result<()>;
+    fn set_meta(&mut self, key: &str, value: i64) -> Result<()>;
+}
+
+/// A stored label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLabelRow {
+    /// Waiting for its prediction.
+    pub held: bool,
+    pub body: Vec<u8>,
 }
 
 /// The SQLite store.
@@ -120,7 +144,21 @@ impl SqliteStore {
                  start_ms INTEGER NOT NULL,
                  state BLOB NOT NULL,
                  PRIMARY KEY (model, version, resolution, start_ms)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS quality (
+                 model TEXT NOT NULL,
+                 version TEXT NOT NULL,
+                 resolution TEXT NOT NULL,
+                 start_ms INTEGER NOT NULL,
+                 state BLOB NOT NULL,
+                 PRIMARY KEY (model, version, resolution, start_ms)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS labels (
+                 prediction_id TEXT PRIMARY KEY,
+                 held INTEGER NOT NULL,
+                 body BLOB NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS labels_held ON labels (prediction_id) WHERE held = 1;",
         )?;
         let found: Option<i64> = connection
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| {
@@ -130,6 +168,12 @@ impl SqliteStore {
         match found {
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::SchemaTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(found) if found < SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooOld {
                     found,
                     supported: SCHEMA_VERSION,
                 });
@@ -162,10 +206,44 @@ impl SqliteStore {
     }
 
     /// Calls `visit` with every persisted aggregate.
-    pub fn load_aggregates(&self, mut visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
+    pub fn load_aggregates(&self, visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
+        self.load_keyed("aggregates", visit)
+    }
+
+    /// Every quality aggregate (labels' part of each bucket, and lifetime
+    /// label counters).
+    pub fn load_quality(&self, visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
+        self.load_keyed("quality", visit)
+    }
+
+    /// Every label still waiting for its prediction.
+    pub fn load_held_labels(&self, mut visit: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
         let mut statement = self
             .connection
-            .prepare("SELECT model, version, resolution, start_ms, state FROM aggregates")?;
+            .prepare("SELECT prediction_id, body FROM labels WHERE held = 1")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            visit(
+                row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
+                row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A value of the `meta` table; 0 when absent.
+    pub fn meta(&self, key: &str) -> Result<i64> {
+        Ok(self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    fn load_keyed(&self, table: &str, mut visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT model, version, resolution, start_ms, state FROM {table}"
+        ))?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             let resolution_text: String = row.get(2)?;
@@ -307,6 +385,78 @@ impl Writer for SqliteWriter<'_> {
             key.resolution.as_str(),
             key.start_ms
         ])?;
+        let mut statement = self.transaction.prepare_cached(
+            "DELETE FROM quality WHERE model = ?1 AND version = ?2 AND resolution = ?3 AND start_ms = ?4",
+        )?;
+        statement.execute(params![
+            key.model,
+            key.version,
+            key.resolution.as_str(),
+            key.start_ms
+        ])?;
+        Ok(())
+    }
+
+    fn put_quality(&mut self, key: &BucketKey, state: &[u8]) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO quality (model, version, resolution, start_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (model, version, resolution, start_ms) DO UPDATE SET state = excluded.state",
+        )?;
+        statement.execute(params![
+            key.model,
+            key.version,
+            key.resolution.as_str(),
+            key.start_ms,
+            state
+        ])?;
+        Ok(())
+    }
+
+    fn get_prediction(&mut self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
+        let mut statement = self
+            .transaction
+            .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?;
+        Ok(statement
+            .query_row([prediction_id], |row| row.get::<_, Vec<u8>>(0))
+            .optional()?)
+    }
+
+    fn get_label(&mut self, prediction_id: &str) -> Result<Option<StoredLabelRow>> {
+        let mut statement = self
+            .transaction
+            .prepare_cached("SELECT held, body FROM labels WHERE prediction_id = ?1")?;
+        Ok(statement
+            .query_row([prediction_id], |row| {
+                Ok(StoredLabelRow {
+                    held: row.get::<_, i64>(0)? != 0,
+                    body: row.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO labels (prediction_id, held, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT (prediction_id) DO UPDATE SET held = excluded.held, body = excluded.body",
+        )?;
+        statement.execute(params![prediction_id, i64::from(held), body])?;
+        Ok(())
+    }
+
+    fn delete_label(&mut self, prediction_id: &str) -> Result<()> {
+        let mut statement = self
+            .transaction
+            .prepare_cached("DELETE FROM labels WHERE prediction_id = ?1")?;
+        statement.execute([prediction_id])?;
+        Ok(())
+    }
+
+    fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?;
+        statement.execute(params![key, value])?;
         Ok(())
     }
 }
