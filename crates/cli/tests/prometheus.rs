@@ -630,3 +630,139 @@ fn seed_key_queries_through_prometheus_match_the_batch_composition() {
         "the queries all saw the same samples"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Labels: the labeled counters of two shards, summed by Prometheus, give the
+// precision and recall of one instance that saw everything
+// ---------------------------------------------------------------------------
+
+/// The README's recall query, for class `CLASS`.
+const README_RECALL: &str =
+    "  (sum(ml_prediction_labeled_total{predicted_class=\"CLASS\", actual_class=\"CLASS\"})
+ - sum(ml_prediction_label_retracted_total{predicted_class=\"CLASS\", actual_class=\"CLASS\"}))
+/ (sum(ml_prediction_labeled_total{actual_class=\"CLASS\"})
+ - sum(ml_prediction_label_retracted_total{actual_class=\"CLASS\"}))";
+
+fn labeled_events() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let classes = ["a", "b", "c"];
+    let now_s = support::unix_now_ms() / 1000;
+    let mut predictions = Vec::new();
+    let mut labels = Vec::new();
+    let mut corrections = Vec::new();
+    for index in 0..300u64 {
+        let predicted = classes[(index * 7 % 3) as usize];
+        predictions.push(json!({
+            "prediction_id": format!("q-{index}"),
+            "model": MODEL,
+            "version": if index % 4 == 0 { "v2" } else { "v1" },
+            "timestamp": now_s - 60 - (index as i64 % 600),
+            "latency_seconds": 0.01,
+            "prediction": predicted,
+            "confidence": 0.8,
+        }));
+        if index % 10 < 7 {
+            // Right two times in three.
+            let actual = if index % 3 == 0 {
+                classes[((index * 7 + 1) % 3) as usize]
+            } else {
+                predicted
+            };
+            labels.push(json!({"prediction_id": format!("q-{index}"), "actual": actual}));
+            // Every tenth label of a wrong prediction was a mistake: corrected.
+            if index % 30 == 0 {
+                corrections.push(json!({"prediction_id": format!("q-{index}"), "actual": predicted}));
+            }
+        }
+    }
+    (predictions, labels, corrections)
+}
+
+fn post_rows(server: &Server, path: &str, rows: &[Value]) {
+    if rows.is_empty() {
+        return;
+    }
+    let lines: Vec<String> = rows.iter().map(Value::to_string).collect();
+    let (status, answer) = server.post_ndjson(path, &lines);
+    assert_eq!(status, 200, "POST {path}: {answer}");
+    assert_eq!(answer["accepted"], json!(rows.len()), "POST {path}: {answer}");
+}
+
+#[test]
+fn shard_label_counters_summed_by_prometheus_give_one_instances_precision_and_recall() {
+    let (predictions, labels, corrections) = labeled_events();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let whole = Server::start(dirs[0].path());
+    let shards = [Server::start(dirs[1].path()), Server::start(dirs[2].path())];
+    // Shard by prediction id, as a partitioned log would.
+    let shard_of = |row: &Value| {
+        let id = row["prediction_id"].as_str().unwrap();
+        (id.bytes().map(u64::from).sum::<u64>() % 2) as usize
+    };
+    for (path, rows) in [
+        ("/v1/predictions", &predictions),
+        ("/v1/labels", &labels),
+        ("/v1/labels", &corrections),
+    ] {
+        post_rows(&whole, path, rows);
+        for (index, shard) in shards.iter().enumerate() {
+            let part: Vec<Value> = rows
+                .iter()
+                .filter(|row| shard_of(row) == index)
+                .cloned()
+                .collect();
+            post_rows(shard, path, &part);
+        }
+    }
+    let (status, _, body) = whole.get(&format!("/v1/models/{MODEL}/performance?window=1d"));
+    assert_eq!(status, 200, "{body}");
+    let performance: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(performance["sample_size"], json!(labels.len()), "{performance}");
+
+    let prometheus = Prometheus::start(&[shards[0].address(), shards[1].address()], "1s");
+    prometheus.wait_for_targets_up(2, SCRAPE_DEADLINE);
+    prometheus.wait_for("sum(ml_prediction_labeled_total)", SCRAPE_DEADLINE, |vector| {
+        vector.len() == 1 && vector[0].1 == (labels.len() + corrections.len()) as f64
+    });
+    for class in ["a", "b", "c"] {
+        let recall = prometheus.query(&README_RECALL.replace("CLASS", class));
+        assert_eq!(recall.len(), 1, "recall of {class}: {recall:?}");
+        let expected = performance["per_class"][class]["recall"].as_f64().unwrap();
+        assert!(
+            (recall[0].1 - expected).abs() <= 1e-12,
+            "recall of {class}: PromQL over two shards gives {}, one instance's /performance {expected}",
+            recall[0].1
+        );
+        let precision_query = format!(
+            "(sum(ml_prediction_labeled_total{{predicted_class=\"{class}\", actual_class=\"{class}\"}}) \
+              - sum(ml_prediction_label_retracted_total{{predicted_class=\"{class}\", actual_class=\"{class}\"}})) \
+             / (sum(ml_prediction_labeled_total{{predicted_class=\"{class}\"}}) \
+              - sum(ml_prediction_label_retracted_total{{predicted_class=\"{class}\"}}))"
+        );
+        let precision = prometheus.query(&precision_query);
+        let expected = performance["per_class"][class]["precision"].as_f64().unwrap();
+        assert!(
+            (precision[0].1 - expected).abs() <= 1e-12,
+            "precision of {class}: PromQL over two shards gives {}, one instance's /performance {expected}",
+            precision[0].1
+        );
+    }
+    // The gauges of the instance that saw everything agree with its API.
+    let (_, _, exposition) = whole.get("/metrics");
+    let samples = parse_exposition_samples(&exposition);
+    let accuracy = value_of(
+        &samples,
+        "ml_model_accuracy",
+        &[("model_name", MODEL), ("window", "1d")],
+    );
+    assert_eq!(
+        accuracy,
+        performance["accuracy"].as_f64(),
+        "ml_model_accuracy{{window=\"1d\"}}"
+    );
+    let sample_size = value_of(
+        &samples,
+        "ml_model_labeled_sample_size",
+        &[("model_name", MODEL), ("window", "7d")],
+    );
+    assert_eq!(sample_size, Some(labels.len() as f64));
+}

@@ -2,7 +2,6 @@
 //! exactly) plus modelwatch's own health, encoded by `prometheus-client`.
 //! OpenMetrics when the scraper asks for it, text 0.0.4 otherwise.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use modelwatch_core::aggregate::Counters;
 use modelwatch_core::limits::OTHER;
 use modelwatch_core::quality::{ClassScores, ClassificationReport};
-use modelwatch_core::series::{Aggregates, Series};
+use modelwatch_core::series::Aggregates;
 use modelwatch_core::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS};
 use modelwatch_core::time::{Window, parse_duration_ms};
 use prometheus_client::collector::Collector;
@@ -225,14 +224,14 @@ impl Collector for StateCollector {
             None,
             MetricType::Counter,
         )?;
-        encode_label_counters(&aggregates, &mut applied, |series| &series.labels.applied)?;
+        encode_label_counters(&aggregates, &mut applied, false)?;
         let mut retracted = encoder.encode_descriptor(
             "ml_prediction_label_retracted",
             "Labels replaced by a correction, by predicted and the replaced actual class; subtract from ml_prediction_labeled_total",
             None,
             MetricType::Counter,
         )?;
-        encode_label_counters(&aggregates, &mut retracted, |series| &series.labels.retracted)?;
+        encode_label_counters(&aggregates, &mut retracted, true)?;
 
         let mut cache = self.quality_cache.lock().expect("quality cache lock");
         if cache.as_ref().is_none_or(|cached| {
@@ -480,22 +479,36 @@ pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Respo
     response
 }
 
+/// One series per (predicted, actual) pair ever labeled, in both families:
+/// the retracted counter starts at 0 beside its applied one, so that
+/// `applied - retracted` in PromQL always finds both sides.
 fn encode_label_counters(
     aggregates: &Aggregates,
     family: &mut MetricEncoder<'_>,
-    pick: impl Fn(&Series) -> &BTreeMap<String, BTreeMap<String, u64>>,
+    retracted: bool,
 ) -> Result<(), std::fmt::Error> {
     for (model_name, model) in &aggregates.models {
         for (version, series) in &model.versions {
-            for (predicted, row) in pick(series) {
-                for (actual, count) in row {
+            for (predicted, row) in &series.labels.applied {
+                for (actual, applied) in row {
+                    let count = if retracted {
+                        series
+                            .labels
+                            .retracted
+                            .get(predicted)
+                            .and_then(|row| row.get(actual))
+                            .copied()
+                            .unwrap_or(0)
+                    } else {
+                        *applied
+                    };
                     let labels = [
                         ("model_name", model_name.as_str()),
                         ("model_version", version.as_str()),
                         ("predicted_class", predicted.as_str()),
                         ("actual_class", actual.as_str()),
                     ];
-                    counter(&mut family.encode_family(&labels)?, *count)?;
+                    counter(&mut family.encode_family(&labels)?, count)?;
                 }
             }
         }
