@@ -16,7 +16,11 @@ fn prediction(id: u32, offset_ms: i64, class: u8, region: u8) -> PredictionEvent
     PredictionEvent {
         prediction_id: format!("p{id}"),
         model: "m".into(),
-        version: if id.is_multiple_of(2) { "v1".into() } else { "v2".into() },
+        version: if id.is_multiple_of(2) {
+            "v1".into()
+        } else {
+            "v2".into()
+        },
         timestamp_ms: BASE_MS + offset_ms,
         latency_seconds: Some(0.01),
         status: Status::Ok,

@@ -50,6 +50,12 @@ impl SharedNames {
         }
     }
 
+    /// Decodes a stored prediction.
+    pub fn decode(&self, prediction_id: &str, body: &[u8]) -> Result<PredictionEvent, codec::DecodeError> {
+        let dictionary = self.dictionary.read().expect("names lock");
+        codec::decode(prediction_id, body, &*dictionary).map(|(event, _)| event)
+    }
+
     fn names_since(&self, len: usize) -> Vec<String> {
         self.dictionary
             .read()
@@ -462,10 +468,20 @@ fn commit_group(
                 Job::Labels {
                     rows, received_ms, ..
                 } => {
-                    let job_outcomes = rows
-                        .iter()
-                        .map(|row| labels.process(writer, &dictionary, row, *received_ms, &mut quality_ops))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    // In id order, so that consecutive lookups and inserts share
+                    // b-tree pages; rows of one id keep their order (stable sort).
+                    let mut order: Vec<usize> = (0..rows.len()).collect();
+                    order.sort_by(|a, b| rows[*a].label.prediction_id.cmp(&rows[*b].label.prediction_id));
+                    let mut job_outcomes = vec![LabelOutcome::Duplicate; rows.len()];
+                    for index in order {
+                        job_outcomes[index] = labels.process(
+                            writer,
+                            &dictionary,
+                            &rows[index],
+                            *received_ms,
+                            &mut quality_ops,
+                        )?;
+                    }
                     outcomes.push(JobOutcomes::Labels(job_outcomes));
                 }
             }

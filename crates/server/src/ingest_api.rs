@@ -255,7 +255,12 @@ fn parse_labels(
         match wire::parse_label(slice, received_ms, limits) {
             Ok(label) => {
                 let stored = codec::encode_label(&label, received_ms);
-                rows.push(ParsedLabel { index, label, stored });
+                rows.push(ParsedLabel {
+                    index,
+                    label,
+                    stored,
+                    prediction: None,
+                });
             }
             Err(error) => errors.push((index, error)),
         }
@@ -263,17 +268,40 @@ fn parse_labels(
     Ok((rows, errors))
 }
 
+/// Looks the labels' predictions up on a read connection, in id order (so
+/// that consecutive lookups share b-tree pages), so that the writer does not
+/// have to. A failure only leaves the lookups to the writer.
+fn prefetch_predictions(rows: &mut [ParsedLabel], shared: &crate::state::Shared) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|a, b| rows[*a].label.prediction_id.cmp(&rows[*b].label.prediction_id));
+    shared.readers.with(|reader| {
+        reader.snapshot(|reader| {
+            for index in order {
+                let row = &mut rows[index];
+                let Some(body) = reader.get_prediction(&row.label.prediction_id)? else {
+                    continue;
+                };
+                row.prediction = shared.names.decode(&row.label.prediction_id, &body).ok();
+            }
+            Ok(())
+        })
+    });
+}
+
 async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let format = body_format(&headers)?;
     let received_ms = jiff::Timestamp::now().as_millisecond();
     let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
     let limits = app.parse_limits.clone();
-    let (rows, errors) =
-        tokio::task::spawn_blocking(move || parse_labels(&body, format, received_ms, &limits))
-            .await
-            .map_err(|error| {
-                ApiError::new(ErrorCode::StorageUnavailable, format!("parser failed: {error}"))
-            })??;
+    let shared = app.shared.clone();
+    let (rows, errors) = tokio::task::spawn_blocking(move || {
+        parse_labels(&body, format, received_ms, &limits).map(|(mut rows, errors)| {
+            prefetch_predictions(&mut rows, &shared);
+            (rows, errors)
+        })
+    })
+    .await
+    .map_err(|error| ApiError::new(ErrorCode::StorageUnavailable, format!("parser failed: {error}")))??;
     let telemetry = &app.shared.telemetry;
     for (_, error) in &errors {
         telemetry.record_rejected(error.code.as_str(), 1);

@@ -9,6 +9,7 @@
 //! writer applies those [`QualityOp`]s after the group's predictions, so that
 //! a label and its prediction may arrive in the same group in either order.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use modelwatch_core::codec::{self, Dictionary};
@@ -27,6 +28,11 @@ pub struct ParsedLabel {
     pub label: LabelEvent,
     /// The label in its stored form.
     pub stored: Vec<u8>,
+    /// Its prediction, when it was already committed as the request was
+    /// parsed: looked up there, off the writer thread. Stored predictions
+    /// never change, so the writer can trust it; when it is `None`, the writer
+    /// looks again (the prediction may have been committed since).
+    pub prediction: Option<PredictionEvent>,
 }
 
 /// What became of one label.
@@ -44,10 +50,11 @@ pub enum LabelOutcome {
 }
 
 /// An addition to or retraction from the aggregates, decided by a join.
+/// Borrows from the group's rows where it can.
 #[derive(Debug)]
-pub struct QualityOp {
-    pub prediction: PredictionEvent,
-    pub label: LabelEvent,
+pub struct QualityOp<'a> {
+    pub prediction: Cow<'a, PredictionEvent>,
+    pub label: Cow<'a, LabelEvent>,
     pub sign: Sign,
 }
 
@@ -111,66 +118,74 @@ impl LabelState {
     }
 
     /// Joins, holds, deduplicates or corrects one label.
-    pub fn process(
+    ///
+    /// A new label (the common case) costs a lookup of its prediction and one
+    /// insert; only when a label is already stored is it read and compared.
+    pub fn process<'a>(
         &mut self,
         writer: &mut dyn Writer,
         names: &Dictionary,
-        row: &ParsedLabel,
+        row: &'a ParsedLabel,
         received_ms: TimestampMs,
-        ops: &mut Vec<QualityOp>,
+        ops: &mut Vec<QualityOp<'a>>,
     ) -> Result<LabelOutcome, StoreError> {
         let id = row.label.prediction_id.as_str();
         self.dirty = true;
-        if let Some(existing) = writer.get_label(id)? {
-            let (old, _) = codec::decode_label(id, &existing.body)
-                .map_err(|error| StoreError::Corrupt(format!("label {id:?}: {error}")))?;
-            if old.same_content(&row.label) {
-                self.totals.duplicates += 1;
-                return Ok(LabelOutcome::Duplicate);
-            }
-            if !existing.held
-                && let Some(prediction) = read_prediction(writer, names, id)?
-            {
-                ops.push(QualityOp {
-                    prediction: prediction.clone(),
-                    label: old,
-                    sign: Sign::Retract,
-                });
-                ops.push(QualityOp {
-                    prediction,
-                    label: row.label.clone(),
-                    sign: Sign::Add,
-                });
-            }
-            writer.put_label(id, existing.held, &row.stored)?;
-            self.totals.corrected += 1;
-            return Ok(LabelOutcome::Corrected);
+        let prediction = match &row.prediction {
+            Some(prediction) => Some(Cow::Borrowed(prediction)),
+            None => read_prediction(writer, names, id)?.map(Cow::Owned),
+        };
+        if writer.insert_label(id, prediction.is_none(), &row.stored)? {
+            return Ok(match prediction {
+                Some(prediction) => {
+                    ops.push(QualityOp {
+                        prediction,
+                        label: Cow::Borrowed(&row.label),
+                        sign: Sign::Add,
+                    });
+                    self.totals.joined += 1;
+                    LabelOutcome::Joined
+                }
+                None => {
+                    self.held.insert(id.to_owned(), received_ms);
+                    LabelOutcome::Held
+                }
+            });
         }
-        match read_prediction(writer, names, id)? {
-            Some(prediction) => {
-                writer.put_label(id, false, &row.stored)?;
-                ops.push(QualityOp {
-                    prediction,
-                    label: row.label.clone(),
-                    sign: Sign::Add,
-                });
-                self.totals.joined += 1;
-                Ok(LabelOutcome::Joined)
-            }
-            None => {
-                writer.put_label(id, true, &row.stored)?;
-                self.held.insert(id.to_owned(), received_ms);
-                Ok(LabelOutcome::Held)
-            }
+        let existing = writer
+            .get_label(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("label {id:?} vanished inside a transaction")))?;
+        let (old, _) = codec::decode_label(id, &existing.body)
+            .map_err(|error| StoreError::Corrupt(format!("label {id:?}: {error}")))?;
+        if old.same_content(&row.label) {
+            self.totals.duplicates += 1;
+            return Ok(LabelOutcome::Duplicate);
         }
+        if !existing.held
+            && let Some(prediction) = prediction
+        {
+            ops.push(QualityOp {
+                prediction: prediction.clone(),
+                label: Cow::Owned(old),
+                sign: Sign::Retract,
+            });
+            ops.push(QualityOp {
+                prediction,
+                label: Cow::Borrowed(&row.label),
+                sign: Sign::Add,
+            });
+        }
+        writer.put_label(id, existing.held, &row.stored)?;
+        self.totals.corrected += 1;
+        Ok(LabelOutcome::Corrected)
     }
 
     /// Joins the held label of a prediction stored just now, if there is one.
-    pub fn on_prediction_stored(
+    pub fn on_prediction_stored<'a>(
         &mut self,
         writer: &mut dyn Writer,
-        event: &PredictionEvent,
-        ops: &mut Vec<QualityOp>,
+        event: &'a PredictionEvent,
+        ops: &mut Vec<QualityOp<'a>>,
     ) -> Result<(), StoreError> {
         if self.held.is_empty() || self.held.remove(&event.prediction_id).is_none() {
             return Ok(());
@@ -183,8 +198,8 @@ impl LabelState {
             .map_err(|error| StoreError::Corrupt(format!("label {id:?}: {error}")))?;
         writer.put_label(id, false, &stored.body)?;
         ops.push(QualityOp {
-            prediction: event.clone(),
-            label,
+            prediction: Cow::Borrowed(event),
+            label: Cow::Owned(label),
             sign: Sign::Add,
         });
         self.totals.joined += 1;

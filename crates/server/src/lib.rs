@@ -100,6 +100,7 @@ pub fn open(
         config,
         aggregates: RwLock::new(aggregates),
         names: ingest::load_names(&store)?,
+        readers: state::ReaderPool::new(store.path().to_owned()),
         telemetry: Telemetry::default(),
         ready: AtomicBool::new(true),
     });

@@ -14,6 +14,8 @@ pub struct Shared {
     pub config: Config,
     pub aggregates: RwLock<Aggregates>,
     pub names: SharedNames,
+    /// Read connections for lookups off the writer thread.
+    pub readers: ReaderPool,
     pub telemetry: Telemetry,
     /// False when the store failed and state could not be reloaded.
     pub ready: AtomicBool,
@@ -81,5 +83,39 @@ impl Telemetry {
             .expect("telemetry lock")
             .entry(code)
             .or_default() += count;
+    }
+}
+
+/// Read-only store connections, opened on first use and reused.
+pub struct ReaderPool {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<modelwatch_store::Reader>>,
+}
+
+impl ReaderPool {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `read` on an idle connection (or a new one); `None` when no
+    /// connection can be opened.
+    pub fn with<R>(&self, read: impl FnOnce(&modelwatch_store::Reader) -> R) -> Option<R> {
+        let reader = self.idle.lock().expect("reader pool lock").pop();
+        let reader = match reader {
+            Some(reader) => reader,
+            None => match modelwatch_store::Reader::open_path(&self.path) {
+                Ok(reader) => reader,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open a read connection");
+                    return None;
+                }
+            },
+        };
+        let result = read(&reader);
+        self.idle.lock().expect("reader pool lock").push(reader);
+        Some(result)
     }
 }

@@ -68,6 +68,9 @@ pub trait Writer {
     /// this transaction).
     fn get_prediction(&mut self, prediction_id: &str) -> Result<Option<Vec<u8>>>;
     fn get_label(&mut self, prediction_id: &str) -> Result<Option<StoredLabelRow>>;
+    /// Inserts a label unless one is stored for the same prediction; `false`
+    /// then (the stored one is left untouched).
+    fn insert_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<bool>;
     /// Inserts or replaces a label. `held` labels wait for their prediction.
     fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()>;
     fn delete_label(&mut self, prediction_id: &str) -> Result<()>;
@@ -309,6 +312,55 @@ impl SqliteStore {
     }
 }
 
+/// A read-only connection for lookups off the writer thread. In WAL mode it
+/// sees what was committed when each statement starts, never a partial
+/// transaction.
+pub struct Reader {
+    connection: Connection,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Reader")
+    }
+}
+
+impl Reader {
+    pub fn open(store: &SqliteStore) -> Result<Self> {
+        Self::open_path(&store.path)
+    }
+
+    pub fn open_path(path: &Path) -> Result<Self> {
+        let connection = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.pragma_update(None, "busy_timeout", 5000)?;
+        connection.pragma_update(None, "cache_size", -16384)?;
+        Ok(Self { connection })
+    }
+
+    /// Runs `read` in one read transaction: one snapshot, one lock, and a page
+    /// cache that stays valid across its lookups (a new snapshot drops the
+    /// cache when the writer has committed since).
+    pub fn snapshot<R>(&self, read: impl FnOnce(&Self) -> Result<R>) -> Result<R> {
+        let transaction = self.connection.unchecked_transaction()?;
+        let result = read(self)?;
+        transaction.commit()?;
+        Ok(result)
+    }
+
+    /// The stored form of a committed prediction.
+    pub fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?;
+        Ok(statement
+            .query_row([prediction_id], |row| row.get::<_, Vec<u8>>(0))
+            .optional()?)
+    }
+}
+
 /// Copies the WAL back into the database file from its own connection, so
 /// that the writer's commits never pay for it.
 pub struct Checkpointer {
@@ -433,6 +485,13 @@ impl Writer for SqliteWriter<'_> {
                 })
             })
             .optional()?)
+    }
+
+    fn insert_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<bool> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO labels (prediction_id, held, body) VALUES (?1, ?2, ?3) ON CONFLICT (prediction_id) DO NOTHING",
+        )?;
+        Ok(statement.execute(params![prediction_id, i64::from(held), body])? == 1)
     }
 
     fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()> {
