@@ -587,3 +587,148 @@ fn check_validates_config_files() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_body_byte"), "{stderr}");
 }
+
+fn performance(server: &Server, model: &str, query: &str) -> Value {
+    let (status, _, body) = server.get(&format!("/v1/models/{model}/performance?{query}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The ids of the stored labels.
+fn stored_label_ids(data_dir: &Path) -> Vec<String> {
+    let connection = rusqlite::Connection::open(data_dir.join("modelwatch.db")).unwrap();
+    let mut statement = connection.prepare("SELECT prediction_id FROM labels").unwrap();
+    statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Labels are durable like predictions: after `kill -9` mid-ingest, every
+/// acknowledged label is stored and counted once, the quality aggregates
+/// match the stored labels, and a resend counts nothing twice.
+#[test]
+fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let now = now_s();
+    let class_of = |index: usize| if index % 3 == 0 { "0" } else { "1" };
+    for batch in 0..60 {
+        let lines: Vec<String> = (0..250)
+            .map(|i| {
+                let index = batch * 250 + i;
+                event(&format!("k{index}"), "m", now - 60.0, class_of(index), 0.02)
+            })
+            .collect();
+        let (status, answer) = server.post_ndjson("/v1/predictions", &lines);
+        assert_eq!(
+            (status, answer["accepted"].as_u64()),
+            (200, Some(250)),
+            "{answer}"
+        );
+    }
+    // Labels in shuffled batches: every prediction is labeled "1".
+    let batches: Vec<Vec<String>> = (0..60)
+        .map(|batch| {
+            (0..250)
+                .map(|i| {
+                    let index = (i * 60 + batch) % 15_000;
+                    json!({"prediction_id": format!("k{index}"), "actual": "1", "business": {"revenue": 2.0}})
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect();
+    let batches = Arc::new(batches);
+    let acknowledged = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let address = server.address();
+    let writers: Vec<_> = (0..3)
+        .map(|writer| {
+            let (batches, acknowledged, address) = (batches.clone(), acknowledged.clone(), address.clone());
+            std::thread::spawn(move || {
+                let client = support::http_client();
+                for index in (writer..batches.len()).step_by(3) {
+                    let response = client
+                        .post(format!("http://{address}/v1/labels"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(batches[index].join("\n"))
+                        .send();
+                    match response {
+                        Ok(response) if response.status() == 200 => {
+                            let answer: Value = response.json().unwrap();
+                            assert_eq!(answer["accepted"], 250, "{answer}");
+                            acknowledged.lock().unwrap().push(index);
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(60), || acknowledged
+            .lock()
+            .unwrap()
+            .len()
+            >= 10),
+        "writers never got 10 label batches acknowledged"
+    );
+    server.kill9();
+    writers.into_iter().for_each(|writer| writer.join().unwrap());
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() < batches.len(),
+        "the kill came too late to interrupt ingestion"
+    );
+
+    server.restart();
+    let stored = stored_label_ids(&data);
+    for batch in &acknowledged {
+        for line in &batches[*batch] {
+            let id = serde_json::from_str::<Value>(line).unwrap()["prediction_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(stored.contains(&id), "acknowledged label {id} was lost");
+        }
+    }
+    assert_eq!(stored.len() % 250, 0, "a label batch was stored in part");
+    let quality = performance(&server, "m", "window=1d");
+    assert_eq!(
+        quality["sample_size"].as_u64(),
+        Some(stored.len() as u64),
+        "the quality aggregates disagree with the stored labels after recovery: {quality}"
+    );
+    let correct = stored
+        .iter()
+        .filter(|id| class_of(id[1..].parse().unwrap()) == "1")
+        .count();
+    let accuracy = quality["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - correct as f64 / stored.len() as f64).abs() < 1e-12,
+        "{quality}"
+    );
+    assert_eq!(
+        quality["business"]["revenue"]["sum"].as_f64(),
+        Some(2.0 * stored.len() as f64)
+    );
+
+    // Resend everything: what was stored is a duplicate, the rest is new.
+    let mut duplicates = 0;
+    for batch in batches.iter() {
+        let (status, answer) = server.post_ndjson("/v1/labels", batch);
+        assert_eq!(status, 200, "{answer}");
+        duplicates += answer["duplicates"].as_u64().unwrap();
+    }
+    assert_eq!(duplicates, stored.len() as u64);
+    let quality = performance(&server, "m", "window=1d");
+    assert_eq!(quality["sample_size"].as_u64(), Some(15_000), "{quality}");
+    assert_eq!(quality["label_coverage"].as_f64(), Some(1.0), "{quality}");
+    let (_, _, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("ml_prediction_labeled_total{model_name=\"m\",model_version=\"v1\",predicted_class=\"1\",actual_class=\"1\"} 10000"),
+        "{metrics}"
+    );
+}
