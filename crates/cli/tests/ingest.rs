@@ -614,7 +614,7 @@ fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
     let data = dir.path().join("data");
     let mut server = Server::start(&data);
     let now = now_s();
-    let class_of = |index: usize| if index % 3 == 0 { "0" } else { "1" };
+    let class_of = |index: usize| if index.is_multiple_of(3) { "0" } else { "1" };
     for batch in 0..60 {
         let lines: Vec<String> = (0..250)
             .map(|i| {
