@@ -732,3 +732,67 @@ fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
         "{metrics}"
     );
 }
+
+/// Stored predictions older than the label horizon (against their model's
+/// newest event) are deleted with their labels; their aggregates stay, and a
+/// label that comes for one later finds nothing to join.
+#[test]
+fn predictions_past_the_label_horizon_are_pruned_but_stay_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "labels:\n  horizon: 1d\n  prune_interval: 1s\n  early_label_ttl: 1h\n",
+    );
+    let data = dir.path().join("data");
+    let server = Server::builder(&data).arg("--config").arg(config).start();
+    let now = now_s();
+    let old: Vec<String> = (0..100)
+        .map(|i| event(&format!("old{i}"), "m", now - 3.0 * 86_400.0, "1", 0.02))
+        .collect();
+    let recent: Vec<String> = (0..100)
+        .map(|i| event(&format!("new{i}"), "m", now - 3_600.0, "1", 0.02))
+        .collect();
+    for lines in [&old, &recent] {
+        let (status, answer) = server.post_ndjson("/v1/predictions", lines);
+        assert_eq!(
+            (status, answer["accepted"].as_u64()),
+            (200, Some(100)),
+            "{answer}"
+        );
+    }
+    // Label one old prediction before the pruning: its label goes with it.
+    let (status, answer) = server.post_ndjson(
+        "/v1/labels",
+        &[json!({"prediction_id": "old0", "actual": "1"}).to_string()],
+    );
+    assert_eq!((status, answer["held"].as_u64()), (200, Some(0)), "{answer}");
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(30), || sqlite_prediction_count(
+            &data
+        ) == 100),
+        "the old predictions were not pruned: {} stored",
+        sqlite_prediction_count(&data)
+    );
+    assert_eq!(
+        stored_label_ids(&data),
+        Vec::<String>::new(),
+        "the pruned prediction's label stayed"
+    );
+    let (_, _, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("modelwatch_predictions_pruned_total 100"),
+        "{metrics}"
+    );
+    // The aggregates keep every event, and the label joined before pruning.
+    assert_eq!(operations(&server, "m", "window=7d")["requests"], 200);
+    assert_eq!(performance(&server, "m", "window=7d")["sample_size"], 1);
+    // A label for a pruned prediction waits for it; one for a stored one joins.
+    let labels = [
+        json!({"prediction_id": "old1", "actual": "1"}).to_string(),
+        json!({"prediction_id": "new1", "actual": "0"}).to_string(),
+    ];
+    let (status, answer) = server.post_ndjson("/v1/labels", &labels);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["held"], 1, "{answer}");
+    assert_eq!(performance(&server, "m", "window=7d")["sample_size"], 2);
+}

@@ -108,6 +108,24 @@ pub fn decode_label(prediction_id: &str, bytes: &[u8]) -> Result<(LabelEvent, Ti
     Ok((label, stored.received_ms))
 }
 
+/// The first fields of a stored event: enough to decide its retention
+/// without decoding the rest.
+#[derive(Deserialize)]
+struct StoredHeader<'a> {
+    #[serde(borrow)]
+    model: &'a str,
+    #[allow(dead_code)]
+    version: &'a str,
+    timestamp_ms: TimestampMs,
+}
+
+/// The model and event time of a stored event, read from the front of its
+/// stored form only.
+pub fn decode_model_and_time(bytes: &[u8]) -> Result<(&str, TimestampMs), DecodeError> {
+    let (header, _): (StoredHeader<'_>, _) = postcard::take_from_bytes(bytes)?;
+    Ok((header.model, header.timestamp_ms))
+}
+
 /// Why a stored body cannot be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -293,6 +311,34 @@ impl NameIds for Dictionary {
 impl Names for Dictionary {
     fn name_of(&self, id: u32) -> Option<&str> {
         self.names.get(id as usize).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn the_header_is_the_front_of_the_stored_form() {
+        let event = PredictionEvent {
+            prediction_id: "p".into(),
+            model: "fraud".into(),
+            version: "v1".into(),
+            timestamp_ms: 1_764_000_000_123,
+            latency_seconds: Some(0.1),
+            status: Status::Ok,
+            prediction: Some(Prediction::Class("1".into())),
+            confidence: Some(0.9),
+            probabilities: Vec::new(),
+            features: vec![("amount".into(), FeatureValue::Number(3.0))],
+            segments: Vec::new(),
+        };
+        let mut names = Dictionary::default();
+        let bytes = encode(&event, 5, &mut names);
+        assert_eq!(
+            decode_model_and_time(&bytes).unwrap(),
+            ("fraud", 1_764_000_000_123)
+        );
     }
 }
 

@@ -44,6 +44,12 @@ pub struct LabelsConfig {
     pub early_label_ttl: Duration,
     /// Most labels held at once; past this the oldest become orphans.
     pub max_held_labels: usize,
+    /// How long stored predictions wait for their label: older ones (by event
+    /// time, against their model's newest event) are deleted from the store.
+    /// Their aggregates stay.
+    pub horizon: Duration,
+    /// How often the store is swept for predictions past the horizon.
+    pub prune_interval: Duration,
 }
 
 impl Default for LabelsConfig {
@@ -53,6 +59,10 @@ impl Default for LabelsConfig {
                 ms: 6 * 60 * MINUTE_MS,
             },
             max_held_labels: 200_000,
+            horizon: Duration {
+                ms: 30 * 24 * 60 * MINUTE_MS,
+            },
+            prune_interval: Duration { ms: MINUTE_MS },
         }
     }
 }
@@ -202,6 +212,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.aggregation.minute_retention.ms > self.aggregation.hour_retention.ms {
             return Err("aggregation.minute_retention must not exceed aggregation.hour_retention".into());
+        }
+        if self.labels.horizon.ms <= 0 || self.labels.prune_interval.ms <= 0 {
+            return Err("labels.horizon and labels.prune_interval must be positive".into());
         }
         for window in &self.metrics.quality_windows {
             match parse_duration_ms(window) {

@@ -109,6 +109,11 @@ enum Job {
         received_ms: TimestampMs,
         reply: Reply<LabelOutcome>,
     },
+    /// Stored predictions past the label horizon, and their labels.
+    Prune {
+        prediction_ids: Vec<String>,
+        reply: Reply<bool>,
+    },
 }
 
 impl Job {
@@ -116,6 +121,7 @@ impl Job {
         match self {
             Job::Predictions { rows, .. } => rows.len(),
             Job::Labels { rows, .. } => rows.len(),
+            Job::Prune { prediction_ids, .. } => prediction_ids.len(),
         }
     }
 }
@@ -124,6 +130,7 @@ impl Job {
 enum JobOutcomes {
     Predictions(Vec<RowOutcome>),
     Labels(Vec<LabelOutcome>),
+    Pruned(Vec<bool>),
 }
 
 /// Why a batch was not queued.
@@ -162,6 +169,20 @@ impl IngestQueue {
         self.enqueue(Job::Labels {
             rows,
             received_ms,
+            reply,
+        })?;
+        Ok(receiver)
+    }
+
+    /// Queues the deletion of predictions past the label horizon; the answer
+    /// says, per id, whether a prediction was deleted.
+    pub fn submit_prune(
+        &self,
+        prediction_ids: Vec<String>,
+    ) -> Result<oneshot::Receiver<Result<Vec<bool>, StorageFailure>>, SubmitError> {
+        let (reply, receiver) = oneshot::channel();
+        self.enqueue(Job::Prune {
+            prediction_ids,
             reply,
         })?;
         Ok(receiver)
@@ -325,6 +346,14 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
                         (Job::Labels { reply, .. }, JobOutcomes::Labels(outcomes)) => {
                             let _ = reply.send(Ok(outcomes));
                         }
+                        (Job::Prune { reply, .. }, JobOutcomes::Pruned(outcomes)) => {
+                            let deleted = outcomes.iter().filter(|deleted| **deleted).count();
+                            shared
+                                .telemetry
+                                .predictions_pruned
+                                .fetch_add(deleted as u64, Ordering::Relaxed);
+                            let _ = reply.send(Ok(outcomes));
+                        }
                         _ => unreachable!("outcomes follow their jobs"),
                     }
                 }
@@ -338,6 +367,9 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
                             let _ = reply.send(Err(failure.clone()));
                         }
                         Job::Labels { reply, .. } => {
+                            let _ = reply.send(Err(failure.clone()));
+                        }
+                        Job::Prune { reply, .. } => {
                             let _ = reply.send(Err(failure.clone()));
                         }
                     }
@@ -416,7 +448,7 @@ fn commit_group(
                     .iter()
                     .map(|row| aggregates.check(&row.event, &mut pending))
                     .collect(),
-                Job::Labels { .. } => Vec::new(),
+                Job::Labels { .. } | Job::Prune { .. } => Vec::new(),
             })
             .collect()
     };
@@ -484,6 +516,19 @@ fn commit_group(
                     }
                     outcomes.push(JobOutcomes::Labels(job_outcomes));
                 }
+                Job::Prune { prediction_ids, .. } => {
+                    let mut deleted = Vec::with_capacity(prediction_ids.len());
+                    for id in prediction_ids {
+                        let was_stored = writer.delete_prediction(id)?;
+                        if was_stored {
+                            // Its label (if any) goes with it; a held label
+                            // has no stored prediction, so it is never here.
+                            writer.delete_label(id)?;
+                        }
+                        deleted.push(was_stored);
+                    }
+                    outcomes.push(JobOutcomes::Pruned(deleted));
+                }
             }
         }
         labels.persist(writer)?;
@@ -528,4 +573,87 @@ fn commit_group(
         *persisted_names += new_names.len();
     }
     result
+}
+
+/// Deletes stored predictions (and their labels) whose event time is more
+/// than `labels.horizon` before their model's newest event, every
+/// `labels.prune_interval`, until `shared.stopping` is set. It reads on a
+/// pooled connection in id order, a chunk at a time, and has the writer
+/// delete, so that it never holds the write lock for long.
+pub fn start_pruner(shared: Arc<Shared>, queue: IngestQueue) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("modelwatch-prune".into())
+        .spawn(move || {
+            let interval = std::time::Duration::from_millis(shared.config.labels.prune_interval.ms as u64);
+            let mut next = Instant::now() + interval;
+            while !shared.stopping.load(Ordering::Acquire) {
+                if Instant::now() < next {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                }
+                if let Err(error) = prune_pass(&shared, &queue) {
+                    warn!(%error, "pruning predictions past the label horizon failed; retrying later");
+                }
+                next = Instant::now() + interval;
+            }
+        })
+        .expect("spawning the pruning thread")
+}
+
+const PRUNE_CHUNK: usize = 10_000;
+
+fn prune_pass(shared: &Shared, queue: &IngestQueue) -> Result<(), String> {
+    let horizon_ms = shared.config.labels.horizon.ms;
+    let mut cursor = String::new();
+    let mut pruned = 0usize;
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let cutoffs: rustc_hash::FxHashMap<String, TimestampMs> = {
+            let aggregates = shared.aggregates.read().expect("aggregates lock");
+            aggregates
+                .models
+                .iter()
+                .filter_map(|(name, model)| Some((name.clone(), model.newest_event_ms()? - horizon_ms)))
+                .collect()
+        };
+        let mut expired = Vec::new();
+        let mut last = None;
+        let visited = shared
+            .readers
+            .with(|reader| {
+                reader.scan_predictions_after(&cursor, PRUNE_CHUNK, |id, body| {
+                    last = Some(id.to_owned());
+                    if let Ok((model, timestamp_ms)) = codec::decode_model_and_time(body)
+                        && cutoffs.get(model).is_some_and(|cutoff| timestamp_ms < *cutoff)
+                    {
+                        expired.push(id.to_owned());
+                    }
+                })
+            })
+            .ok_or("no read connection")?
+            .map_err(|error| error.to_string())?;
+        if !expired.is_empty() {
+            let count = expired.len();
+            let waiting = queue
+                .submit_prune(expired)
+                .map_err(|error| format!("{error:?}"))?;
+            waiting
+                .blocking_recv()
+                .map_err(|_| "the writer stopped".to_owned())?
+                .map_err(|failure| failure.to_string())?;
+            pruned += count;
+        }
+        match last {
+            Some(last) if visited == PRUNE_CHUNK => cursor = last,
+            _ => break,
+        }
+        // Leave room for ingestion between chunks.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if pruned > 0 {
+        info!(pruned, "deleted stored predictions past the label horizon");
+    }
+    Ok(())
 }

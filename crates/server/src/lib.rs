@@ -88,11 +88,26 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the store and restores state; returns the app and the writer thread.
-pub fn open(
-    config: Config,
-    data_dir: &std::path::Path,
-) -> Result<(App, std::thread::JoinHandle<()>), ServeError> {
+/// The background threads of a running server.
+pub struct Workers {
+    shared: Arc<Shared>,
+    writer: std::thread::JoinHandle<()>,
+    pruner: std::thread::JoinHandle<()>,
+}
+
+impl Workers {
+    /// Stops the background threads once every [`App`] is dropped: the
+    /// pruner stops, and the writer drains the queue, commits and checkpoints.
+    pub fn join(self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.pruner.join();
+        let _ = self.writer.join();
+    }
+}
+
+/// Opens the store and restores state; returns the app and its background
+/// threads.
+pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers), ServeError> {
     let store = SqliteStore::open(data_dir, config.storage.synchronous())?;
     let aggregates = ingest::load_aggregates(&store, config.aggregation())?;
     let parse_limits = config.ingest.parse_limits();
@@ -103,17 +118,23 @@ pub fn open(
         readers: state::ReaderPool::new(store.path().to_owned()),
         telemetry: Telemetry::default(),
         ready: AtomicBool::new(true),
+        stopping: AtomicBool::new(false),
     });
     let (queue, writer) = ingest::start_writer(store, shared.clone());
+    let pruner = ingest::start_pruner(shared.clone(), queue.clone());
     let registry = Arc::new(metrics::registry(shared.clone()));
     Ok((
         App {
-            shared,
+            shared: shared.clone(),
             queue,
             registry,
             parse_limits,
         },
-        writer,
+        Workers {
+            shared,
+            writer,
+            pruner,
+        },
     ))
 }
 
@@ -121,7 +142,7 @@ pub fn open(
 /// requests finish, and waits for the writer to commit everything queued.
 pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
-    let (state, writer) = open(config, &options.data_dir)?;
+    let (state, workers) = open(config, &options.data_dir)?;
     let models = state.shared.aggregates.read().expect("lock").models.len();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -143,7 +164,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
     info!("draining the write queue");
     // The router (and with it every queue handle) is dropped: the writer
     // drains what was queued, commits, checkpoints and exits.
-    tokio::task::spawn_blocking(move || writer.join()).await.ok();
+    tokio::task::spawn_blocking(move || workers.join()).await.ok();
     info!("modelwatch stopped");
     Ok(())
 }

@@ -381,6 +381,13 @@ impl Collector for StateCollector {
                 _ => gauge(&mut family, value as f64)?,
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_predictions_pruned",
+            "Stored predictions deleted past labels.horizon (their aggregates stay)",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut family, telemetry.predictions_pruned.load(Ordering::Relaxed))?;
         let commit_seconds = telemetry.commit_seconds.lock().expect("telemetry lock").clone();
         let mut family = encoder.encode_descriptor(
             "modelwatch_commit_duration_seconds",

@@ -19,6 +19,8 @@ pub struct Shared {
     pub telemetry: Telemetry,
     /// False when the store failed and state could not be reloaded.
     pub ready: AtomicBool,
+    /// Set on shutdown: background threads stop.
+    pub stopping: AtomicBool,
 }
 
 /// Upper bounds of `modelwatch_commit_duration_seconds`.
@@ -35,6 +37,8 @@ pub struct Telemetry {
     pub requests_overloaded: AtomicU64,
     pub commit_seconds: Mutex<BucketCounts>,
     pub labels: LabelTelemetry,
+    /// Stored predictions deleted past the label horizon.
+    pub predictions_pruned: AtomicU64,
 }
 
 /// The label join's state as the writer last published it.

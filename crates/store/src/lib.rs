@@ -74,6 +74,8 @@ pub trait Writer {
     /// Inserts or replaces a label. `held` labels wait for their prediction.
     fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()>;
     fn delete_label(&mut self, prediction_id: &str) -> Result<()>;
+    /// Deletes a stored prediction (past retention); `false` if there was none.
+    fn delete_prediction(&mut self, prediction_id: &str) -> Result<bool>;
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()>;
 }
 
@@ -350,6 +352,29 @@ impl Reader {
         Ok(result)
     }
 
+    /// Visits up to `limit` stored predictions whose id sorts after `after`,
+    /// in id order; returns how many it visited.
+    pub fn scan_predictions_after(
+        &self,
+        after: &str,
+        limit: usize,
+        mut visit: impl FnMut(&str, &[u8]),
+    ) -> Result<usize> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT prediction_id, body FROM predictions WHERE prediction_id > ?1 ORDER BY prediction_id LIMIT ?2",
+        )?;
+        let mut rows = statement.query(params![after, limit as i64])?;
+        let mut visited = 0;
+        while let Some(row) = rows.next()? {
+            visit(
+                row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
+                row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+            );
+            visited += 1;
+        }
+        Ok(visited)
+    }
+
     /// The stored form of a committed prediction.
     pub fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
         let mut statement = self
@@ -509,6 +534,13 @@ impl Writer for SqliteWriter<'_> {
             .prepare_cached("DELETE FROM labels WHERE prediction_id = ?1")?;
         statement.execute([prediction_id])?;
         Ok(())
+    }
+
+    fn delete_prediction(&mut self, prediction_id: &str) -> Result<bool> {
+        let mut statement = self
+            .transaction
+            .prepare_cached("DELETE FROM predictions WHERE prediction_id = ?1")?;
+        Ok(statement.execute([prediction_id])? == 1)
     }
 
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
