@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status, TimestampMs};
+use crate::event::{
+    Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, ScoredPrediction, Status, TimestampMs,
+};
 
 /// Maps names to dictionary ids while encoding; assigns new ids as needed.
 pub trait NameIds {
@@ -192,6 +194,30 @@ pub fn encode_into(
     postcard::to_io(&stored, out).expect("stored events always serialize into memory");
 }
 
+/// Decodes what the label join needs of a stored event.
+pub fn decode_scored(bytes: &[u8], names: &impl Names) -> Result<ScoredPrediction, DecodeError> {
+    let stored: StoredEvent<'_> = postcard::from_bytes(bytes)?;
+    let segments = stored
+        .segments
+        .iter()
+        .map(|(key, value)| {
+            let key = names.name_of(*key).ok_or(DecodeError::UnknownName(*key))?;
+            Ok((key.to_owned(), (*value).to_owned()))
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(ScoredPrediction {
+        model: stored.model.to_owned(),
+        version: stored.version.to_owned(),
+        timestamp_ms: stored.timestamp_ms,
+        prediction: match (stored.status, stored.prediction) {
+            (StoredStatus::Ok, StoredPrediction::Class(class)) => Some(Prediction::Class(class.to_owned())),
+            (StoredStatus::Ok, StoredPrediction::Value(value)) => Some(Prediction::Value(value)),
+            _ => None,
+        },
+        segments,
+    })
+}
+
 /// Decodes a stored event; returns it with its time of receipt.
 pub fn decode(
     prediction_id: &str,
@@ -331,7 +357,7 @@ mod header_tests {
             confidence: Some(0.9),
             probabilities: Vec::new(),
             features: vec![("amount".into(), FeatureValue::Number(3.0))],
-            segments: Vec::new(),
+            segments: vec![("region".into(), "eu".into())],
         };
         let mut names = Dictionary::default();
         let bytes = encode(&event, 5, &mut names);

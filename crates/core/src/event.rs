@@ -139,3 +139,31 @@ impl LabelEvent {
                 .all(|((a, x), (b, y))| a == b && x.to_bits() == y.to_bits())
     }
 }
+
+/// What the label join needs of a stored prediction: not its features, so
+/// that decoding one for a join allocates little.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredPrediction {
+    pub model: String,
+    pub version: String,
+    pub timestamp_ms: TimestampMs,
+    /// What a label scores: `None` when the prediction failed or predicted
+    /// nothing.
+    pub prediction: Option<Prediction>,
+    pub segments: Vec<(String, String)>,
+}
+
+impl From<&PredictionEvent> for ScoredPrediction {
+    fn from(event: &PredictionEvent) -> Self {
+        Self {
+            model: event.model.clone(),
+            version: event.version.clone(),
+            timestamp_ms: event.timestamp_ms,
+            prediction: match event.status {
+                Status::Ok => event.prediction.clone(),
+                _ => None,
+            },
+            segments: event.segments.clone(),
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Bucket, Counters, FoldedFeature, FoldedNames};
-use crate::event::{LabelEvent, Prediction, PredictionEvent, TimestampMs};
+use crate::event::{LabelEvent, Prediction, PredictionEvent, ScoredPrediction, TimestampMs};
 use crate::limits::{CardinalityLimits, Dimension, ModelLimits};
 use crate::quality::{LabelCounters, Outcome, Quality, QualityBucket, Scored, Sign};
 use crate::time::{HOUR_MS, MINUTE_MS, Window, bucket_start};
@@ -637,7 +637,7 @@ impl Aggregates {
     /// admitted and its bucket exists (unless retention dropped it).
     pub fn apply_label(
         &mut self,
-        prediction: &PredictionEvent,
+        prediction: &ScoredPrediction,
         label: &LabelEvent,
         sign: Sign,
         changes: &mut Changes,
@@ -646,9 +646,6 @@ impl Aggregates {
         let Some(model) = self.models.get_mut(&prediction.model) else {
             return Scoring::Unscorable;
         };
-        if !crate::aggregate::labelable(prediction) {
-            return Scoring::Unscorable;
-        }
         // Folding again gives the names the prediction was aggregated under:
         // admitted names stay admitted. Occurrences are 0: nothing new is seen.
         let ModelState {

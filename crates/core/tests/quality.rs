@@ -4,13 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use modelwatch_core::event::{Actual, LabelEvent, Prediction, PredictionEvent, Status};
+use modelwatch_core::event::{Actual, LabelEvent, Prediction, PredictionEvent, ScoredPrediction, Status};
 use modelwatch_core::quality::Sign;
 use modelwatch_core::series::{Aggregates, AggregationConfig, BucketKey, Changes, Resolution, Scoring};
 use modelwatch_core::time::{HOUR_MS, Window};
 use proptest::prelude::*;
 
 const BASE_MS: i64 = 1_764_000_000_000;
+
+fn scored(event: &PredictionEvent) -> ScoredPrediction {
+    ScoredPrediction::from(event)
+}
 
 fn prediction(id: u32, offset_ms: i64, class: u8, region: u8) -> PredictionEvent {
     PredictionEvent {
@@ -90,16 +94,16 @@ proptest! {
                 if old.same_content(&new) {
                     continue;
                 }
-                incremental.apply_label(&predictions[*index], old, Sign::Retract, &mut changes);
+                incremental.apply_label(&scored(&predictions[*index]), old, Sign::Retract, &mut changes);
             }
-            let scoring = incremental.apply_label(&predictions[*index], &new, Sign::Add, &mut changes);
+            let scoring = incremental.apply_label(&scored(&predictions[*index]), &new, Sign::Add, &mut changes);
             prop_assert_eq!(scoring, Scoring::Scored);
             stored.insert(*index, new);
         }
         let mut direct = aggregates_of(&predictions);
         let mut direct_changes = Changes::default();
         for (index, final_label) in &stored {
-            direct.apply_label(&predictions[*index], final_label, Sign::Add, &mut direct_changes);
+            direct.apply_label(&scored(&predictions[*index]), final_label, Sign::Add, &mut direct_changes);
         }
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()));
         for (version, series) in &direct.models["m"].versions {
@@ -147,9 +151,9 @@ proptest! {
         for (index, class, revenue) in &labels {
             if let Some((old_class, old_revenue)) = latest.get(index) {
                 let old = label(*index as u32, *old_class, *old_revenue);
-                aggregates.apply_label(&predictions[*index], &old, Sign::Retract, &mut changes);
+                aggregates.apply_label(&scored(&predictions[*index]), &old, Sign::Retract, &mut changes);
             }
-            aggregates.apply_label(&predictions[*index], &label(*index as u32, *class, *revenue), Sign::Add, &mut changes);
+            aggregates.apply_label(&scored(&predictions[*index]), &label(*index as u32, *class, *revenue), Sign::Add, &mut changes);
             latest.insert(*index, (*class, *revenue));
         }
         let window = Window::ending_at(BASE_MS + 11 * HOUR_MS, 12 * HOUR_MS);
@@ -194,7 +198,7 @@ fn quality_round_trips_through_its_persisted_form() {
     let mut changes = Changes::default();
     for id in (0..40).step_by(3) {
         aggregates.apply_label(
-            &predictions[id as usize],
+            &scored(&predictions[id as usize]),
             &label(id, (id % 2) as u8, 1.5),
             Sign::Add,
             &mut changes,
@@ -266,7 +270,7 @@ fn labels_of_failed_predictions_and_text_for_regression_are_unscorable() {
     let mut aggregates = aggregates_of(&[failed.clone(), regression.clone()]);
     let mut changes = Changes::default();
     assert_eq!(
-        aggregates.apply_label(&failed, &label(1, 0, 0.0), Sign::Add, &mut changes),
+        aggregates.apply_label(&scored(&failed), &label(1, 0, 0.0), Sign::Add, &mut changes),
         Scoring::Unscorable
     );
     let text = LabelEvent {
@@ -274,7 +278,7 @@ fn labels_of_failed_predictions_and_text_for_regression_are_unscorable() {
         ..label(2, 0, 0.0)
     };
     assert_eq!(
-        aggregates.apply_label(&regression, &text, Sign::Add, &mut changes),
+        aggregates.apply_label(&scored(&regression), &text, Sign::Add, &mut changes),
         Scoring::Unscorable
     );
     let number = LabelEvent {
@@ -282,7 +286,7 @@ fn labels_of_failed_predictions_and_text_for_regression_are_unscorable() {
         ..label(2, 0, 0.0)
     };
     assert_eq!(
-        aggregates.apply_label(&regression, &number, Sign::Add, &mut changes),
+        aggregates.apply_label(&scored(&regression), &number, Sign::Add, &mut changes),
         Scoring::Scored
     );
     let window = Window::ending_at(BASE_MS + HOUR_MS, 2 * HOUR_MS);

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use modelwatch_core::codec::{self, Dictionary};
-use modelwatch_core::event::{PredictionEvent, TimestampMs};
+use modelwatch_core::event::{PredictionEvent, ScoredPrediction, TimestampMs};
 use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, Delta, PendingModels, Refusal};
 use modelwatch_store::{Checkpointer, PredictionRow, SqliteStore, StoreError};
 use tokio::sync::oneshot;
@@ -50,10 +50,10 @@ impl SharedNames {
         }
     }
 
-    /// Decodes a stored prediction.
-    pub fn decode(&self, prediction_id: &str, body: &[u8]) -> Result<PredictionEvent, codec::DecodeError> {
+    /// Decodes what the label join needs of a stored prediction.
+    pub fn decode_scored(&self, body: &[u8]) -> Result<ScoredPrediction, codec::DecodeError> {
         let dictionary = self.dictionary.read().expect("names lock");
-        codec::decode(prediction_id, body, &*dictionary).map(|(event, _)| event)
+        codec::decode_scored(body, &*dictionary)
     }
 
     fn names_since(&self, len: usize) -> Vec<String> {
@@ -292,7 +292,7 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
     let mut last_expiry = Instant::now();
     // Freeing parsed events costs as much as a good part of the commit: it
     // happens on its own thread, off the serial write path.
-    let (garbage, garbage_receiver) = mpsc::channel::<(Vec<ParsedRow>, Delta)>();
+    let (garbage, garbage_receiver) = mpsc::channel::<Box<dyn std::any::Any + Send>>();
     let janitor = std::thread::Builder::new()
         .name("modelwatch-free".into())
         .spawn(move || garbage_receiver.into_iter().for_each(drop))
@@ -341,10 +341,11 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
                         (Job::Predictions { rows, delta, reply }, JobOutcomes::Predictions(outcomes)) => {
                             shared.telemetry.record_outcomes(&outcomes);
                             let _ = reply.send(Ok(outcomes));
-                            let _ = garbage.send((rows, delta));
+                            let _ = garbage.send(Box::new((rows, delta)));
                         }
-                        (Job::Labels { reply, .. }, JobOutcomes::Labels(outcomes)) => {
+                        (Job::Labels { reply, rows, .. }, JobOutcomes::Labels(outcomes)) => {
                             let _ = reply.send(Ok(outcomes));
+                            let _ = garbage.send(Box::new(rows));
                         }
                         (Job::Prune { reply, .. }, JobOutcomes::Pruned(outcomes)) => {
                             let deleted = outcomes.iter().filter(|deleted| **deleted).count();

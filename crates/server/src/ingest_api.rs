@@ -281,7 +281,7 @@ fn prefetch_predictions(rows: &mut [ParsedLabel], shared: &crate::state::Shared)
                 let Some(body) = reader.get_prediction(&row.label.prediction_id)? else {
                     continue;
                 };
-                row.prediction = shared.names.decode(&row.label.prediction_id, &body).ok();
+                row.prediction = shared.names.decode_scored(&body).ok();
             }
             Ok(())
         })

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use modelwatch_core::codec::{self, Dictionary};
-use modelwatch_core::event::{LabelEvent, PredictionEvent, TimestampMs};
+use modelwatch_core::event::{LabelEvent, PredictionEvent, ScoredPrediction, TimestampMs};
 use modelwatch_core::quality::Sign;
 use modelwatch_store::{SqliteStore, StoreError, Writer};
 use rustc_hash::FxHashMap;
@@ -32,7 +32,7 @@ pub struct ParsedLabel {
     /// parsed: looked up there, off the writer thread. Stored predictions
     /// never change, so the writer can trust it; when it is `None`, the writer
     /// looks again (the prediction may have been committed since).
-    pub prediction: Option<PredictionEvent>,
+    pub prediction: Option<ScoredPrediction>,
 }
 
 /// What became of one label.
@@ -53,7 +53,7 @@ pub enum LabelOutcome {
 /// Borrows from the group's rows where it can.
 #[derive(Debug)]
 pub struct QualityOp<'a> {
-    pub prediction: Cow<'a, PredictionEvent>,
+    pub prediction: Cow<'a, ScoredPrediction>,
     pub label: Cow<'a, LabelEvent>,
     pub sign: Sign,
 }
@@ -184,7 +184,7 @@ impl LabelState {
     pub fn on_prediction_stored<'a>(
         &mut self,
         writer: &mut dyn Writer,
-        event: &'a PredictionEvent,
+        event: &PredictionEvent,
         ops: &mut Vec<QualityOp<'a>>,
     ) -> Result<(), StoreError> {
         if self.held.is_empty() || self.held.remove(&event.prediction_id).is_none() {
@@ -198,7 +198,7 @@ impl LabelState {
             .map_err(|error| StoreError::Corrupt(format!("label {id:?}: {error}")))?;
         writer.put_label(id, false, &stored.body)?;
         ops.push(QualityOp {
-            prediction: Cow::Borrowed(event),
+            prediction: Cow::Owned(ScoredPrediction::from(event)),
             label: Cow::Owned(label),
             sign: Sign::Add,
         });
@@ -275,11 +275,11 @@ fn read_prediction(
     writer: &mut dyn Writer,
     names: &Dictionary,
     id: &str,
-) -> Result<Option<PredictionEvent>, StoreError> {
+) -> Result<Option<ScoredPrediction>, StoreError> {
     let Some(body) = writer.get_prediction(id)? else {
         return Ok(None);
     };
-    let (event, _) = codec::decode(id, &body, names)
+    let prediction = codec::decode_scored(&body, names)
         .map_err(|error| StoreError::Corrupt(format!("prediction {id:?}: {error}")))?;
-    Ok(Some(event))
+    Ok(Some(prediction))
 }
