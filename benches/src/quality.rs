@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use crate::anchor;
 use crate::load::{self, Endpoint, LoadOutcome};
 use crate::quality_data::{AnchorLog, Bodies, ExportInfo};
-use crate::server::{self, MachineCpu, ServerProcess, ThreadCpu};
+use crate::server::{self, DiskWrites, MachineCpu, ServerProcess, ThreadCpu};
 use crate::{emit, grouped, round};
 
 const DEFAULT_PREDICTIONS: usize = 10_000_000;
@@ -95,6 +96,12 @@ pub struct QualityArgs {
 struct Phase {
     outcome: LoadOutcome,
     server_cpu_seconds: f64,
+    disk_writes: DiskWrites,
+    /// The largest the data directory and its WAL were during the phase
+    /// (sampled every 100 ms), and the directory's size at its end.
+    data_dir_peak_bytes: u64,
+    wal_peak_bytes: u64,
+    data_dir_end_bytes: u64,
     threads: ThreadCpu,
     client_cpu_seconds: f64,
     other_cpu_seconds: f64,
@@ -107,8 +114,23 @@ impl Phase {
     }
 }
 
+/// Samples the data directory's size and its WAL's every 100 ms until
+/// `done`; returns the largest of each.
+fn sample_data_dir(data_dir: &Path, done: &AtomicBool) -> (u64, u64) {
+    let (mut directory_peak, mut wal_peak) = (0, 0);
+    loop {
+        directory_peak = directory_peak.max(server::directory_bytes(data_dir));
+        wal_peak = wal_peak.max(server::wal_bytes(data_dir));
+        if done.load(Ordering::Relaxed) {
+            return (directory_peak, wal_peak);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn send_measured(
     server: &ServerProcess,
+    data_dir: &Path,
     endpoint: Endpoint,
     bodies: &Bodies,
     connections: usize,
@@ -117,17 +139,29 @@ fn send_measured(
     let machine_before = MachineCpu::now();
     let server_cpu_before = server.cpu_seconds();
     let threads_before = server.thread_cpu()?;
+    let disk_before = server.disk_writes()?;
     let client_cpu_before = server::own_cpu_seconds();
-    let result = load::run(&server.base_url, endpoint, &bodies.bodies, connections);
+    let done = AtomicBool::new(false);
+    let (result, (data_dir_peak_bytes, wal_peak_bytes)) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_data_dir(data_dir, &done));
+        let result = load::run(&server.base_url, endpoint, &bodies.bodies, connections);
+        done.store(true, Ordering::Relaxed);
+        (result, sampler.join().expect("the sampler thread panicked"))
+    });
     let client_cpu_seconds = server::own_cpu_seconds() - client_cpu_before;
     let server_cpu_seconds = server.cpu_seconds() - server_cpu_before;
     let machine_busy = MachineCpu::now().busy_seconds_since(&machine_before);
     let threads = server.thread_cpu()?.since(&threads_before);
+    let disk_writes = server.disk_writes()?.since(&disk_before);
     let outcome =
         result.map_err(|error| error.context(format!("the server's log:\n{}", server.log_tail())))?;
     Ok(Phase {
         outcome,
         server_cpu_seconds,
+        disk_writes,
+        data_dir_peak_bytes,
+        wal_peak_bytes,
+        data_dir_end_bytes: server::directory_bytes(data_dir),
         threads,
         client_cpu_seconds,
         other_cpu_seconds: (machine_busy - server_cpu_seconds - client_cpu_seconds).max(0.0),
@@ -167,6 +201,12 @@ fn phase_line(name: &str, unit: &str, phase: &mut Phase, bodies: &Bodies, args: 
         "server_cpu_cores_busy": round(phase.server_cpu_seconds / seconds, 2),
         "server_cpu_microseconds_per_event": round(phase.server_cpu_seconds / count * 1e6, 2),
         "server_cpu_seconds_by_thread": cpu_by_thread,
+        "server_written_mb": round(phase.disk_writes.written_bytes as f64 / 1e6, 1),
+        "server_written_bytes_per_event": round(phase.disk_writes.written_bytes as f64 / count, 0),
+        "server_storage_write_mb": round(phase.disk_writes.storage_bytes as f64 / 1e6, 1),
+        "data_dir_peak_mb": round(phase.data_dir_peak_bytes as f64 / 1e6, 1),
+        "wal_peak_mb": round(phase.wal_peak_bytes as f64 / 1e6, 1),
+        "data_dir_mb_after": round(phase.data_dir_end_bytes as f64 / 1e6, 1),
         "client_cpu_seconds": round(phase.client_cpu_seconds, 2),
         "other_processes_cpu_seconds": round(phase.other_cpu_seconds, 2),
         "load_average_1m_before": phase.load_average_before,
@@ -560,6 +600,7 @@ pub fn run(args: QualityArgs, workspace_root: &Path, target_dir: &Path) -> anyho
 
     let mut prediction_phase = send_measured(
         &server,
+        &data_dir,
         Endpoint::Predictions,
         &prediction_bodies,
         args.connections,
@@ -577,7 +618,13 @@ pub fn run(args: QualityArgs, workspace_root: &Path, target_dir: &Path) -> anyho
         prediction_phase.seconds(),
         grouped(predictions_per_second)
     );
-    let mut label_phase = send_measured(&server, Endpoint::Labels, &label_bodies, args.connections)?;
+    let mut label_phase = send_measured(
+        &server,
+        &data_dir,
+        Endpoint::Labels,
+        &label_bodies,
+        args.connections,
+    )?;
     check_phase("labels", &label_phase.outcome, label_bodies.events, &mut problems);
     let labels_per_second = label_bodies.events as f64 / label_phase.seconds();
     eprintln!(
@@ -657,6 +704,7 @@ pub fn run(args: QualityArgs, workspace_root: &Path, target_dir: &Path) -> anyho
     // 4. Rolling 7d accuracy, day by day.
     let rolling_ingest = send_measured(
         &server,
+        &data_dir,
         Endpoint::Predictions,
         &rolling_prediction_bodies,
         args.connections,
@@ -926,6 +974,23 @@ pub fn run(args: QualityArgs, workspace_root: &Path, target_dir: &Path) -> anyho
             .as_f64()
             .unwrap_or(f64::NAN)
     );
+    for line in [&prediction_line, &label_line] {
+        let number = |key: &str| line[key].as_f64().unwrap_or(f64::NAN);
+        eprintln!(
+            "  {}: server CPU {:.1} s ({:.1} us/event; writer thread {:.1} s), other processes {:.1} CPU-s; \
+             server wrote {:.0} MB ({:.0} bytes/event), WAL peaked at {:.0} MB",
+            line["name"].as_str().unwrap_or("?"),
+            number("server_cpu_seconds"),
+            number("server_cpu_microseconds_per_event"),
+            line["server_cpu_seconds_by_thread"]["modelwatch-writ"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            number("other_processes_cpu_seconds"),
+            number("server_written_mb"),
+            number("server_written_bytes_per_event"),
+            number("wal_peak_mb")
+        );
+    }
     for line in &query_lines {
         eprintln!(
             "{} window={} end={}: p50 {:.3} ms, p99 {:.3} ms over {} queries; sample {} of {} predictions; figures {}",
