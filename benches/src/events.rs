@@ -56,10 +56,10 @@ pub struct Workload {
 /// SplitMix64 (Steele, Lea and Flood): tiny, fast and good enough to draw
 /// synthetic values from.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn for_event(seed: u64, index: u64) -> Self {
+    pub(crate) fn for_event(seed: u64, index: u64) -> Self {
         let mut mixer = SplitMix64(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
         // Decorrelate neighbouring indexes before the first draw.
         mixer.next_u64();
@@ -75,7 +75,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 

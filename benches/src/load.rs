@@ -1,6 +1,6 @@
-//! The load generator: sends pre-built NDJSON bodies over a fixed number of
-//! keep-alive connections, one blocking client per thread, and checks every
-//! answer.
+//! The load generator: sends pre-built NDJSON bodies (prediction or label
+//! events) over a fixed number of keep-alive connections, one blocking client
+//! per thread, and checks every answer.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, mpsc};
@@ -12,11 +12,16 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::Deserialize;
 
-/// The server's answer to `POST /v1/predictions`.
+/// The server's answer to `POST /v1/predictions` and `POST /v1/labels` (only
+/// labels are `corrected` or `held`).
 #[derive(Debug, Deserialize)]
 struct IngestAnswer {
     accepted: u64,
     duplicates: u64,
+    #[serde(default)]
+    corrected: u64,
+    #[serde(default)]
+    held: u64,
     rejected: Vec<serde_json::Value>,
 }
 
@@ -28,6 +33,10 @@ pub struct LoadOutcome {
     pub requests: usize,
     pub accepted: u64,
     pub duplicates: u64,
+    /// Labels that replaced a different stored label.
+    pub corrected: u64,
+    /// Labels whose prediction was not stored yet.
+    pub held: u64,
     pub rejected: u64,
     /// Up to a few rejections as the server wrote them.
     pub rejection_examples: Vec<serde_json::Value>,
@@ -97,6 +106,8 @@ impl Worker<'_> {
             self.outcome.requests += 1;
             self.outcome.accepted += answer.accepted;
             self.outcome.duplicates += answer.duplicates;
+            self.outcome.corrected += answer.corrected;
+            self.outcome.held += answer.held;
             self.outcome.rejected += answer.rejected.len() as u64;
             for rejection in answer.rejected {
                 if self.outcome.rejection_examples.len() >= MAX_REJECTION_EXAMPLES {
@@ -109,10 +120,31 @@ impl Worker<'_> {
     }
 }
 
-/// Sends every body to `{base_url}/v1/predictions` over `connections`
-/// concurrent keep-alive connections.
-pub fn run(base_url: &str, bodies: &[Bytes], connections: usize) -> anyhow::Result<LoadOutcome> {
-    let url = format!("{base_url}/v1/predictions");
+/// Where a body goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    Predictions,
+    Labels,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Predictions => "/v1/predictions",
+            Endpoint::Labels => "/v1/labels",
+        }
+    }
+}
+
+/// Sends every body to `endpoint` over `connections` concurrent keep-alive
+/// connections.
+pub fn run(
+    base_url: &str,
+    endpoint: Endpoint,
+    bodies: &[Bytes],
+    connections: usize,
+) -> anyhow::Result<LoadOutcome> {
+    let url = format!("{base_url}{}", endpoint.path());
     let next_body = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -179,6 +211,8 @@ pub fn run(base_url: &str, bodies: &[Bytes], connections: usize) -> anyhow::Resu
         total.requests += outcome.requests;
         total.accepted += outcome.accepted;
         total.duplicates += outcome.duplicates;
+        total.corrected += outcome.corrected;
+        total.held += outcome.held;
         total.rejected += outcome.rejected;
         total.overloaded_retries += outcome.overloaded_retries;
         total.request_seconds.extend(outcome.request_seconds);

@@ -6,10 +6,17 @@
 //! `ingest`: durable HTTP NDJSON ingestion into a real `modelwatch serve`,
 //! against the seed's `prometheus_client` instrumentation replaying the same
 //! events in Python.
+//!
+//! `quality`: ground truth over the shared anchors' own synthetic log:
+//! durable label ingestion, the quality query and 14 daily rolling
+//! accuracies, checked against and timed next to the seed's pandas merge
+//! plus scikit-learn.
 
 mod anchor;
 mod events;
 mod load;
+mod quality;
+mod quality_data;
 mod server;
 
 use std::io::Write as _;
@@ -47,6 +54,10 @@ enum Command {
     /// Durable NDJSON ingestion over HTTP into `modelwatch serve`, against the
     /// seed's prometheus_client instrumentation (Python) on the same events.
     Ingest(IngestArgs),
+    /// Ground truth: label ingestion, the 7d quality query and 14 daily
+    /// rolling accuracies over the shared anchors' log, against the seed's
+    /// pandas merge plus scikit-learn (bench_join.py, bench_rolling.py).
+    Quality(quality::QualityArgs),
 }
 
 #[derive(Args)]
@@ -196,7 +207,11 @@ fn ingest(args: IngestArgs) -> anyhow::Result<bool> {
     let python = if args.no_anchor {
         None
     } else {
-        Some(anchor::find_python(args.python.as_deref(), &target_dir())?)
+        Some(anchor::find_python(
+            args.python.as_deref(),
+            &target_dir(),
+            &anchor::INGEST_PYTHON,
+        )?)
     };
 
     let now_seconds = SystemTime::now()
@@ -245,7 +260,12 @@ fn ingest(args: IngestArgs) -> anyhow::Result<bool> {
     let server_cpu_before = server.cpu_seconds();
     let threads_before = server.thread_cpu()?;
     let client_cpu_before = server::own_cpu_seconds();
-    let load_result = load::run(&server.base_url, &workload.bodies, args.connections);
+    let load_result = load::run(
+        &server.base_url,
+        load::Endpoint::Predictions,
+        &workload.bodies,
+        args.connections,
+    );
     let client_cpu = server::own_cpu_seconds() - client_cpu_before;
     let server_cpu = server.cpu_seconds() - server_cpu_before;
     let machine_busy = MachineCpu::now().busy_seconds_since(&machine_before);
@@ -485,6 +505,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let checks_passed = match cli.command {
         Command::Ingest(args) => ingest(args)?,
+        Command::Quality(args) => quality::run(args, &workspace_root(), &target_dir())?,
     };
     Ok(if checks_passed {
         std::process::ExitCode::SUCCESS

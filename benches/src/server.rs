@@ -143,6 +143,10 @@ impl ServerProcess {
         process_cpu_seconds(self.pid())
     }
 
+    pub fn disk_writes(&self) -> anyhow::Result<DiskWrites> {
+        read_disk_writes(self.pid())
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns how long the drain
     /// and final checkpoint took.
     pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Duration> {
@@ -264,6 +268,54 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
 /// CPU seconds used so far by this process.
 pub fn own_cpu_seconds() -> f64 {
     process_cpu_seconds(std::process::id())
+}
+
+/// What a process has written so far, from `/proc/PID/io`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskWrites {
+    /// `wchar`: bytes passed to write(2) and its relatives (the WAL appends
+    /// and the checkpoint's copies into the database file).
+    pub written_bytes: u64,
+    /// `write_bytes`: bytes the process caused to be sent to storage.
+    pub storage_bytes: u64,
+}
+
+impl DiskWrites {
+    pub fn since(&self, earlier: &DiskWrites) -> DiskWrites {
+        DiskWrites {
+            written_bytes: self.written_bytes.saturating_sub(earlier.written_bytes),
+            storage_bytes: self.storage_bytes.saturating_sub(earlier.storage_bytes),
+        }
+    }
+}
+
+pub fn read_disk_writes(pid: u32) -> anyhow::Result<DiskWrites> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .with_context(|| format!("reading /proc/{pid}/io"))?;
+    let field = |key: &str| {
+        io.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+            .with_context(|| format!("no {key} in /proc/{pid}/io"))
+    };
+    Ok(DiskWrites {
+        written_bytes: field("wchar:")?,
+        storage_bytes: field("write_bytes:")?,
+    })
+}
+
+/// Size of the SQLite write-ahead log (`*-wal`) directly under `dir`.
+pub fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| entry.file_name().to_string_lossy().ends_with("-wal"))
+                .filter_map(|entry| entry.metadata().ok())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Total size of the files directly under `dir` (the database, WAL and SHM).
