@@ -274,6 +274,30 @@ fn run_checkpoints(checkpointer: Checkpointer, stop: mpsc::Receiver<()>) {
 
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Past this size, the writer checkpoints the WAL itself (blocking new
+/// commits meanwhile). The checkpoint thread's passive checkpoints cannot
+/// reset the WAL while commits keep coming, and a WAL that only grows makes
+/// every read slower and can fill the disk.
+const WAL_LIMIT_BYTES: u64 = 512 * 1024 * 1024;
+
+fn bound_wal(store: &SqliteStore, shared: &Shared) {
+    if store.wal_bytes() <= WAL_LIMIT_BYTES {
+        return;
+    }
+    let started = Instant::now();
+    match store.checkpoint() {
+        Ok(()) => {
+            shared.telemetry.wal_truncations.fetch_add(1, Ordering::Relaxed);
+            info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "the WAL passed {} MiB: checkpointed and truncated it",
+                WAL_LIMIT_BYTES >> 20
+            );
+        }
+        Err(error) => warn!(%error, "cannot checkpoint the oversized WAL; retrying after the next commit"),
+    }
+}
+
 /// How often held labels are checked against their TTL.
 const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -328,6 +352,7 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
             &jobs,
         );
         shared.telemetry.record_commit(started.elapsed().as_secs_f64());
+        bound_wal(&store, &shared);
         shared
             .telemetry
             .queued_events

@@ -388,6 +388,13 @@ impl Collector for StateCollector {
             MetricType::Counter,
         )?;
         counter(&mut family, telemetry.predictions_pruned.load(Ordering::Relaxed))?;
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_wal_truncations",
+            "Times the writer checkpointed and truncated a write-ahead log past 512 MiB",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut family, telemetry.wal_truncations.load(Ordering::Relaxed))?;
         let commit_seconds = telemetry.commit_seconds.lock().expect("telemetry lock").clone();
         let mut family = encoder.encode_descriptor(
             "modelwatch_commit_duration_seconds",

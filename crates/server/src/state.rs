@@ -39,6 +39,8 @@ pub struct Telemetry {
     pub labels: LabelTelemetry,
     /// Stored predictions deleted past the label horizon.
     pub predictions_pruned: AtomicU64,
+    /// Times the writer truncated an oversized WAL.
+    pub wal_truncations: AtomicU64,
 }
 
 /// The label join's state as the writer last published it.

@@ -307,6 +307,13 @@ impl SqliteStore {
     }
 
     /// Checkpoints the WAL into the database file (on shutdown).
+    /// The size of the write-ahead log file, 0 when there is none.
+    pub fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map(|metadata| metadata.len()).unwrap_or(0)
+    }
+
     pub fn checkpoint(&self) -> Result<()> {
         self.connection
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
