@@ -54,6 +54,46 @@ fn stored_class_counts(data_dir: &Path) -> std::collections::BTreeMap<String, u6
     counts
 }
 
+/// The batches acknowledged so far, and the threads posting them.
+type Posting = (Arc<Mutex<Vec<usize>>>, Vec<std::thread::JoinHandle<()>>);
+
+/// Posts `batches` from three threads (each batch fully accepted) until the
+/// server stops answering; returns the indexes acknowledged so far and the
+/// threads.
+fn post_until_killed(server: &Server, path: &'static str, batches: &Arc<Vec<Vec<String>>>) -> Posting {
+    let acknowledged = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let address = server.address();
+    let writers = (0..3)
+        .map(|writer| {
+            let (batches, acknowledged, address) = (batches.clone(), acknowledged.clone(), address.clone());
+            std::thread::spawn(move || {
+                let client = support::http_client();
+                for index in (writer..batches.len()).step_by(3) {
+                    let response = client
+                        .post(format!("http://{address}{path}"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(batches[index].join("\n"))
+                        .send();
+                    match response {
+                        Ok(response) if response.status() == 200 => {
+                            let answer: Value = response.json().unwrap();
+                            assert_eq!(
+                                answer["accepted"].as_u64(),
+                                Some(batches[index].len() as u64),
+                                "{answer}"
+                            );
+                            acknowledged.lock().unwrap().push(index);
+                        }
+                        // The server died under us: stop writing.
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    (acknowledged, writers)
+}
+
 fn sqlite_prediction_count(data_dir: &Path) -> u64 {
     let connection = rusqlite::Connection::open(data_dir.join("modelwatch.db")).unwrap();
     connection
@@ -429,32 +469,7 @@ fn kill_9_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice() {
         })
         .collect();
     let batches = Arc::new(batches);
-    let acknowledged = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let address = server.address();
-    let writers: Vec<_> = (0..3)
-        .map(|writer| {
-            let (batches, acknowledged, address) = (batches.clone(), acknowledged.clone(), address.clone());
-            std::thread::spawn(move || {
-                let client = support::http_client();
-                for index in (writer..batches.len()).step_by(3) {
-                    let response = client
-                        .post(format!("http://{address}/v1/predictions"))
-                        .header("content-type", "application/x-ndjson")
-                        .body(batches[index].join("\n"))
-                        .send();
-                    match response {
-                        Ok(response) if response.status() == 200 => {
-                            let answer: Value = response.json().unwrap();
-                            assert_eq!(answer["accepted"], 250);
-                            acknowledged.lock().unwrap().push(index);
-                        }
-                        // The server died under us: stop writing.
-                        _ => return,
-                    }
-                }
-            })
-        })
-        .collect();
+    let (acknowledged, writers) = post_until_killed(&server, "/v1/predictions", &batches);
     assert!(
         support::wait_until(std::time::Duration::from_secs(60), || acknowledged
             .lock()
@@ -642,31 +657,7 @@ fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
         })
         .collect();
     let batches = Arc::new(batches);
-    let acknowledged = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let address = server.address();
-    let writers: Vec<_> = (0..3)
-        .map(|writer| {
-            let (batches, acknowledged, address) = (batches.clone(), acknowledged.clone(), address.clone());
-            std::thread::spawn(move || {
-                let client = support::http_client();
-                for index in (writer..batches.len()).step_by(3) {
-                    let response = client
-                        .post(format!("http://{address}/v1/labels"))
-                        .header("content-type", "application/x-ndjson")
-                        .body(batches[index].join("\n"))
-                        .send();
-                    match response {
-                        Ok(response) if response.status() == 200 => {
-                            let answer: Value = response.json().unwrap();
-                            assert_eq!(answer["accepted"], 250, "{answer}");
-                            acknowledged.lock().unwrap().push(index);
-                        }
-                        _ => return,
-                    }
-                }
-            })
-        })
-        .collect();
+    let (acknowledged, writers) = post_until_killed(&server, "/v1/labels", &batches);
     assert!(
         support::wait_until(std::time::Duration::from_secs(60), || acknowledged
             .lock()

@@ -153,15 +153,7 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
             .queue
             .submit(parsed.rows, parsed.delta)
             .map_err(|error| submit_error(error, telemetry))?;
-        waiting
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
-            .map_err(|failure| {
-                ApiError::new(
-                    ErrorCode::StorageUnavailable,
-                    format!("the store could not commit; nothing of this request was stored: {failure}"),
-                )
-            })?
+        committed(waiting).await?
     };
     Ok(answer(&parsed.errors, &row_indexes, &outcomes))
 }
@@ -313,15 +305,7 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
             .queue
             .submit_labels(rows, received_ms)
             .map_err(|error| submit_error(error, telemetry))?;
-        waiting
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
-            .map_err(|failure| {
-                ApiError::new(
-                    ErrorCode::StorageUnavailable,
-                    format!("the store could not commit; nothing of this request was stored: {failure}"),
-                )
-            })?
+        committed(waiting).await?
     };
     let count = |wanted: LabelOutcome| outcomes.iter().filter(|outcome| **outcome == wanted).count();
     let rejected: Vec<Rejected<'_>> = errors
@@ -348,6 +332,21 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
         rejected,
     };
     Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The writer's answer for a queued request, once its commit is over.
+async fn committed<T>(
+    waiting: tokio::sync::oneshot::Receiver<Result<Vec<T>, crate::ingest::StorageFailure>>,
+) -> Result<Vec<T>, ApiError> {
+    waiting
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"))?
+        .map_err(|failure| {
+            ApiError::new(
+                ErrorCode::StorageUnavailable,
+                format!("the store could not commit; nothing of this request was stored: {failure}"),
+            )
+        })
 }
 
 fn submit_error(error: SubmitError, telemetry: &crate::state::Telemetry) -> ApiError {

@@ -427,6 +427,24 @@ struct SqliteWriter<'t> {
     transaction: &'t Transaction<'t>,
 }
 
+impl SqliteWriter<'_> {
+    /// Upserts one blob of a table keyed like `aggregates`.
+    fn put_keyed(&mut self, table: &str, key: &BucketKey, state: &[u8]) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(&format!(
+            "INSERT INTO {table} (model, version, resolution, start_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (model, version, resolution, start_ms) DO UPDATE SET state = excluded.state"
+        ))?;
+        statement.execute(params![
+            key.model,
+            key.version,
+            key.resolution.as_str(),
+            key.start_ms,
+            state
+        ])?;
+        Ok(())
+    }
+}
+
 impl Writer for SqliteWriter<'_> {
     fn insert_prediction(&mut self, row: &PredictionRow<'_>) -> Result<bool> {
         let mut statement = self.transaction.prepare_cached(
@@ -445,55 +463,26 @@ impl Writer for SqliteWriter<'_> {
     }
 
     fn put_aggregate(&mut self, key: &BucketKey, state: &[u8]) -> Result<()> {
-        let mut statement = self.transaction.prepare_cached(
-            "INSERT INTO aggregates (model, version, resolution, start_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (model, version, resolution, start_ms) DO UPDATE SET state = excluded.state",
-        )?;
-        statement.execute(params![
-            key.model,
-            key.version,
-            key.resolution.as_str(),
-            key.start_ms,
-            state
-        ])?;
-        Ok(())
+        self.put_keyed("aggregates", key, state)
     }
 
     fn delete_aggregate(&mut self, key: &BucketKey) -> Result<()> {
-        let mut statement = self.transaction.prepare_cached(
-            "DELETE FROM aggregates WHERE model = ?1 AND version = ?2 AND resolution = ?3 AND start_ms = ?4",
-        )?;
-        statement.execute(params![
-            key.model,
-            key.version,
-            key.resolution.as_str(),
-            key.start_ms
-        ])?;
-        let mut statement = self.transaction.prepare_cached(
-            "DELETE FROM quality WHERE model = ?1 AND version = ?2 AND resolution = ?3 AND start_ms = ?4",
-        )?;
-        statement.execute(params![
-            key.model,
-            key.version,
-            key.resolution.as_str(),
-            key.start_ms
-        ])?;
+        for table in ["aggregates", "quality"] {
+            let mut statement = self.transaction.prepare_cached(&format!(
+                "DELETE FROM {table} WHERE model = ?1 AND version = ?2 AND resolution = ?3 AND start_ms = ?4"
+            ))?;
+            statement.execute(params![
+                key.model,
+                key.version,
+                key.resolution.as_str(),
+                key.start_ms
+            ])?;
+        }
         Ok(())
     }
 
     fn put_quality(&mut self, key: &BucketKey, state: &[u8]) -> Result<()> {
-        let mut statement = self.transaction.prepare_cached(
-            "INSERT INTO quality (model, version, resolution, start_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (model, version, resolution, start_ms) DO UPDATE SET state = excluded.state",
-        )?;
-        statement.execute(params![
-            key.model,
-            key.version,
-            key.resolution.as_str(),
-            key.start_ms,
-            state
-        ])?;
-        Ok(())
+        self.put_keyed("quality", key, state)
     }
 
     fn get_prediction(&mut self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
