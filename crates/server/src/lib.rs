@@ -156,7 +156,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         data = %options.data_dir.display(),
         models,
         startup_ms = started.elapsed().as_millis() as u64,
-        "modelwatch ready: POST events to http://{address}/v1/predictions, scrape http://{address}/metrics"
+        "modelwatch ready: POST predictions to http://{address}/v1/predictions and labels to http://{address}/v1/labels, scrape http://{address}/metrics"
     );
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
