@@ -630,26 +630,26 @@ fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
     let mut server = Server::start(&data);
     let now = now_s();
     let class_of = |index: usize| if index.is_multiple_of(3) { "0" } else { "1" };
-    for batch in 0..60 {
-        let lines: Vec<String> = (0..250)
+    for batch in 0..20 {
+        let lines: Vec<String> = (0..2_500)
             .map(|i| {
-                let index = batch * 250 + i;
+                let index = batch * 2_500 + i;
                 event(&format!("k{index}"), "m", now - 60.0, class_of(index), 0.02)
             })
             .collect();
         let (status, answer) = server.post_ndjson("/v1/predictions", &lines);
         assert_eq!(
             (status, answer["accepted"].as_u64()),
-            (200, Some(250)),
+            (200, Some(2_500)),
             "{answer}"
         );
     }
     // Labels in shuffled batches: every prediction is labeled "1".
-    let batches: Vec<Vec<String>> = (0..60)
+    let batches: Vec<Vec<String>> = (0..200)
         .map(|batch| {
             (0..250)
                 .map(|i| {
-                    let index = (i * 60 + batch) % 15_000;
+                    let index = i * 200 + batch;
                     json!({"prediction_id": format!("k{index}"), "actual": "1", "business": {"revenue": 2.0}})
                         .to_string()
                 })
@@ -676,13 +676,14 @@ fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
 
     server.restart();
     let stored = stored_label_ids(&data);
+    let stored_set: std::collections::HashSet<&String> = stored.iter().collect();
     for batch in &acknowledged {
         for line in &batches[*batch] {
             let id = serde_json::from_str::<Value>(line).unwrap()["prediction_id"]
                 .as_str()
                 .unwrap()
                 .to_owned();
-            assert!(stored.contains(&id), "acknowledged label {id} was lost");
+            assert!(stored_set.contains(&id), "acknowledged label {id} was lost");
         }
     }
     assert_eq!(stored.len() % 250, 0, "a label batch was stored in part");
@@ -706,20 +707,22 @@ fn kill_9_mid_label_ingest_loses_no_acknowledged_label() {
         Some(2.0 * stored.len() as f64)
     );
 
-    // Resend everything: what was stored is a duplicate, the rest is new.
+    // Resend everything (50 batches a request): what was stored is a
+    // duplicate, the rest is new.
     let mut duplicates = 0;
-    for batch in batches.iter() {
-        let (status, answer) = server.post_ndjson("/v1/labels", batch);
+    for chunk in batches.chunks(50) {
+        let lines: Vec<String> = chunk.iter().flatten().cloned().collect();
+        let (status, answer) = server.post_ndjson("/v1/labels", &lines);
         assert_eq!(status, 200, "{answer}");
         duplicates += answer["duplicates"].as_u64().unwrap();
     }
     assert_eq!(duplicates, stored.len() as u64);
     let quality = performance(&server, "m", "window=1d");
-    assert_eq!(quality["sample_size"].as_u64(), Some(15_000), "{quality}");
+    assert_eq!(quality["sample_size"].as_u64(), Some(50_000), "{quality}");
     assert_eq!(quality["label_coverage"].as_f64(), Some(1.0), "{quality}");
     let (_, _, metrics) = server.get("/metrics");
     assert!(
-        metrics.contains("ml_prediction_labeled_total{model_name=\"m\",model_version=\"v1\",predicted_class=\"1\",actual_class=\"1\"} 10000"),
+        metrics.contains("ml_prediction_labeled_total{model_name=\"m\",model_version=\"v1\",predicted_class=\"1\",actual_class=\"1\"} 33333"),
         "{metrics}"
     );
 }
