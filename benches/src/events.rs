@@ -43,6 +43,9 @@ pub struct EventSpec {
     /// Event times are spread evenly over `[now - span, now)`, oldest first.
     pub now_seconds: f64,
     pub span_seconds: f64,
+    /// Ids in no particular order (like UUIDv4) instead of a sequence that
+    /// follows event time (like UUIDv7 or ULID).
+    pub random_ids: bool,
 }
 
 /// The request bodies and what they contain.
@@ -105,9 +108,15 @@ fn write_event(line: &mut String, spec: &EventSpec, index: usize) -> bool {
     let latency_seconds = 0.003 * (1000.0f64).powf(random.unit());
     let is_error = random.below(ERROR_ONE_IN) == 0;
 
+    let id = if spec.random_ids {
+        // The SplitMix64 finalizer is a bijection: distinct indexes, distinct ids.
+        format!("r{:016x}", SplitMix64(index as u64).next_u64())
+    } else {
+        format!("p{index:09}")
+    };
     write!(
         line,
-        r#"{{"prediction_id":"p{index:09}","model":"{MODEL_NAME}","version":"{version}","timestamp":{timestamp:.3},"latency_seconds":{latency_seconds:.6},"#
+        r#"{{"prediction_id":"{id}","model":"{MODEL_NAME}","version":"{version}","timestamp":{timestamp:.3},"latency_seconds":{latency_seconds:.6},"#
     )
     .expect("writing to a String");
     if is_error {
@@ -226,7 +235,29 @@ mod tests {
             seed: 42,
             now_seconds: 1_764_331_200.0,
             span_seconds: 3600.0,
+            random_ids: false,
         }
+    }
+
+    #[test]
+    fn random_ids_are_unique_and_unordered() {
+        let workload = generate(&EventSpec {
+            random_ids: true,
+            ..spec(2000, 500)
+        });
+        let mut ids = Vec::new();
+        for body in &workload.bodies {
+            for line in std::str::from_utf8(body).unwrap().lines() {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                ids.push(event["prediction_id"].as_str().unwrap().to_owned());
+            }
+        }
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), 2000);
+        assert!(
+            ids.windows(2).filter(|pair| pair[0] < pair[1]).count() < 1500,
+            "ids look sorted"
+        );
     }
 
     #[test]

@@ -86,6 +86,10 @@ struct IngestArgs {
     /// Event times are spread over this many minutes before now.
     #[arg(long, default_value_t = 60)]
     span_minutes: u32,
+    /// Prediction ids in no particular order (like UUIDv4) instead of a
+    /// time-ordered sequence (like UUIDv7 or ULID).
+    #[arg(long)]
+    random_ids: bool,
     /// Python interpreter for the anchor [default: /tmp/anchorvenv/bin/python,
     /// else <target>/bench-venv/bin/python, created on first use].
     #[arg(long)]
@@ -225,6 +229,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<bool> {
         seed: args.seed,
         now_seconds,
         span_seconds: f64::from(args.span_minutes) * 60.0,
+        random_ids: args.random_ids,
     };
     let generation_started = Instant::now();
     let workload = events::generate(&spec);
