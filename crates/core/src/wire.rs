@@ -345,9 +345,7 @@ impl<'de> RowFields<'de> for PredictionFields {
                 self.error_type = next_checked_string(map, context, path, check_label_value)?;
             }
             PredictionField::Timestamp => {
-                let value = next_scalar(map, context, path, TIMESTAMP_EXPECTED)?;
-                self.timestamp_ms = timestamp_from_value(value, context.received_at_ms, limits)
-                    .map_err(|problem| context.reject_at(path, problem))?;
+                self.timestamp_ms = next_timestamp(map, context, path)?;
             }
             PredictionField::LatencySeconds => {
                 self.latency_seconds = next_number(map, context, path)?;
@@ -611,9 +609,7 @@ impl<'de> RowFields<'de> for LabelFields {
                     actual_from_value(value, limits).map_err(|problem| context.reject_at(path, problem))?;
             }
             LabelField::Timestamp => {
-                let value = next_scalar(map, context, path, TIMESTAMP_EXPECTED)?;
-                self.timestamp_ms = timestamp_from_value(value, context.received_at_ms, limits)
-                    .map_err(|problem| context.reject_at(path, problem))?;
+                self.timestamp_ms = next_timestamp(map, context, path)?;
             }
             LabelField::Business => {
                 let reader = EntriesReader {
@@ -1372,6 +1368,17 @@ fn next_checked_string<'de, A: MapAccess<'de>>(
     };
     check(&text).map_err(|problem| context.reject_at(path, problem))?;
     Ok(Some(text.into_owned()))
+}
+
+/// A validated event time, or `None` for `null`.
+fn next_timestamp<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    context: &RowContext<'_>,
+    path: FieldPath<'_>,
+) -> Result<Option<TimestampMs>, A::Error> {
+    let value = next_scalar(map, context, path, TIMESTAMP_EXPECTED)?;
+    timestamp_from_value(value, context.received_at_ms, context.limits)
+        .map_err(|problem| context.reject_at(path, problem))
 }
 
 /// A finite number, or `None` for `null`.

@@ -142,9 +142,7 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
             })??;
 
     let telemetry = &app.shared.telemetry;
-    for (_, error) in &parsed.errors {
-        telemetry.record_rejected(error.code.as_str(), 1);
-    }
+    record_rejections(telemetry, &parsed.errors);
     let row_indexes: Vec<usize> = parsed.rows.iter().map(|row| row.index).collect();
     let outcomes = if parsed.rows.is_empty() {
         Vec::new()
@@ -167,16 +165,7 @@ fn answer(errors: &[(usize, RowError)], row_indexes: &[usize], outcomes: &[RowOu
             _ => None,
         })
         .collect();
-    let mut rejected: Vec<Rejected<'_>> = errors
-        .iter()
-        .map(|(index, error)| Rejected {
-            index: *index,
-            error: ErrorBody {
-                code: error.code.as_str(),
-                message: &error.message,
-                field: error.field.as_deref(),
-            },
-        })
+    let mut rejected: Vec<Rejected<'_>> = rejections(errors)
         .chain(refusal_messages.iter().map(|(index, message, field)| Rejected {
             index: *index,
             error: ErrorBody {
@@ -295,9 +284,7 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
     .await
     .map_err(|error| ApiError::new(ErrorCode::StorageUnavailable, format!("parser failed: {error}")))??;
     let telemetry = &app.shared.telemetry;
-    for (_, error) in &errors {
-        telemetry.record_rejected(error.code.as_str(), 1);
-    }
+    record_rejections(telemetry, &errors);
     let outcomes = if rows.is_empty() {
         Vec::new()
     } else {
@@ -308,17 +295,7 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
         committed(waiting).await?
     };
     let count = |wanted: LabelOutcome| outcomes.iter().filter(|outcome| **outcome == wanted).count();
-    let rejected: Vec<Rejected<'_>> = errors
-        .iter()
-        .map(|(index, error)| Rejected {
-            index: *index,
-            error: ErrorBody {
-                code: error.code.as_str(),
-                message: &error.message,
-                field: error.field.as_deref(),
-            },
-        })
-        .collect();
+    let rejected: Vec<Rejected<'_>> = rejections(&errors).collect();
     let status = if outcomes.is_empty() && !rejected.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -332,6 +309,24 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
         rejected,
     };
     Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The per-row rejections of rows that did not parse.
+fn rejections(errors: &[(usize, RowError)]) -> impl Iterator<Item = Rejected<'_>> {
+    errors.iter().map(|(index, error)| Rejected {
+        index: *index,
+        error: ErrorBody {
+            code: error.code.as_str(),
+            message: &error.message,
+            field: error.field.as_deref(),
+        },
+    })
+}
+
+fn record_rejections(telemetry: &crate::state::Telemetry, errors: &[(usize, RowError)]) {
+    for (_, error) in errors {
+        telemetry.record_rejected(error.code.as_str(), 1);
+    }
 }
 
 /// The writer's answer for a queued request, once its commit is over.

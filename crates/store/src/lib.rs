@@ -335,10 +335,6 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    pub fn open(store: &SqliteStore) -> Result<Self> {
-        Self::open_path(&store.path)
-    }
-
     pub fn open_path(path: &Path) -> Result<Self> {
         let connection = Connection::open_with_flags(
             path,
