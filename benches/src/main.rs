@@ -28,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::events::{EventSpec, MODEL_NAME};
-use crate::server::{MachineCpu, ServerProcess};
+use crate::server::MachineCpu;
 
 /// SPEC §6: durable ingestion over HTTP NDJSON, sustained, on 2 cores.
 const INGEST_GOAL_EVENTS_PER_SECOND: f64 = 250_000.0;
@@ -241,20 +241,12 @@ fn ingest(args: IngestArgs) -> anyhow::Result<bool> {
         generation_started.elapsed().as_secs_f64()
     );
 
-    let scratch = tempfile::Builder::new()
-        .prefix("modelwatch-bench-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let data_dir = scratch.path().join("data");
-    let server = ServerProcess::start(&binary, &data_dir, scratch.path())?;
-    let idle_memory = server.memory()?;
-    eprintln!(
-        "modelwatch ready on {} in {:.0} ms (idle RSS {:.1} MB); sending over {} connections",
-        server.base_url,
-        server.startup.as_secs_f64() * 1000.0,
-        idle_memory.rss_mb,
-        args.connections
-    );
+    let server::FreshServer {
+        scratch,
+        data_dir,
+        server,
+        idle_memory,
+    } = server::FreshServer::start(&binary, "modelwatch-bench-", args.connections)?;
 
     let perf = match &args.perf_record {
         Some(path) => Some(server::PerfRecording::attach(server.pid(), path)?),

@@ -582,20 +582,12 @@ pub fn run(args: QualityArgs, workspace_root: &Path, target_dir: &Path) -> anyho
     );
 
     // 2. Ingest into a fresh server.
-    let scratch = tempfile::Builder::new()
-        .prefix("modelwatch-bench-quality-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let data_dir = scratch.path().join("data");
-    let server = ServerProcess::start(&binary, &data_dir, scratch.path())?;
-    let idle_memory = server.memory()?;
-    eprintln!(
-        "modelwatch ready on {} in {:.0} ms (idle RSS {:.1} MB); sending over {} connections",
-        server.base_url,
-        server.startup.as_secs_f64() * 1000.0,
-        idle_memory.rss_mb,
-        args.connections
-    );
+    let server::FreshServer {
+        scratch: _scratch, // kept until the end: it holds the data directory
+        data_dir,
+        server,
+        idle_memory,
+    } = server::FreshServer::start(&binary, "modelwatch-bench-quality-", args.connections)?;
     let mut problems = Vec::new();
 
     let mut prediction_phase = send_measured(

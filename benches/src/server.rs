@@ -404,3 +404,38 @@ impl PerfRecording {
         Ok(())
     }
 }
+
+/// A server on a fresh data directory under a new temporary directory (which
+/// holds its logs too), announced on stderr with its start-up time and idle
+/// memory.
+pub struct FreshServer {
+    pub scratch: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub server: ServerProcess,
+    pub idle_memory: Memory,
+}
+
+impl FreshServer {
+    pub fn start(binary: &Path, prefix: &str, connections: usize) -> anyhow::Result<Self> {
+        let scratch = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let data_dir = scratch.path().join("data");
+        let server = ServerProcess::start(binary, &data_dir, scratch.path())?;
+        let idle_memory = server.memory()?;
+        eprintln!(
+            "modelwatch ready on {} in {:.0} ms (idle RSS {:.1} MB); sending over {} connections",
+            server.base_url,
+            server.startup.as_secs_f64() * 1000.0,
+            idle_memory.rss_mb,
+            connections
+        );
+        Ok(Self {
+            scratch,
+            data_dir,
+            server,
+            idle_memory,
+        })
+    }
+}
