@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{FeatureValue, Prediction, PredictionEvent, Status};
 use crate::quality::QualityBucket;
-use crate::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS, Moments, QuantileSketch};
+use crate::stats::{
+    BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS, Moments, QuantileSketch, SLO_LATENCY_BUCKETS,
+};
 
 /// The `error_type` under which timeouts are counted, as in the seed.
 pub const TIMEOUT_ERROR_TYPE: &str = "timeout";
@@ -40,6 +42,8 @@ pub struct Counters {
     pub errors_by_type: BTreeMap<String, u64>,
     /// Latency in the seed's buckets.
     pub latency: BucketCounts,
+    /// Latency in the finer SLO buckets.
+    pub slo_latency: BucketCounts,
     pub classes: BTreeMap<String, ClassCounts>,
 }
 
@@ -51,6 +55,7 @@ impl Counters {
         }
         if let Some(latency) = event.latency_seconds {
             self.latency.observe(&LATENCY_BUCKETS, latency);
+            self.slo_latency.observe(&SLO_LATENCY_BUCKETS, latency);
         }
         if let Some(class) = names.predicted_class {
             let class_counts = match self.classes.get_mut(class) {
@@ -70,6 +75,7 @@ impl Counters {
             increment(&mut self.errors_by_type, error_type, *count);
         }
         self.latency.merge(&other.latency);
+        self.slo_latency.merge(&other.slo_latency);
         for (class, counts) in &other.classes {
             let mine = self.classes.entry(class.clone()).or_default();
             mine.count += counts.count;

@@ -4,11 +4,13 @@
 //! Nothing here does IO, spawns threads or reads the clock: callers pass `now`.
 
 pub mod aggregate;
+pub mod alerting;
 pub mod codec;
 pub mod event;
 pub mod limits;
 pub mod quality;
 pub mod series;
+pub mod slo;
 pub mod stats;
 pub mod time;
 pub mod wire;

@@ -765,3 +765,34 @@ fn key_of(model: &str, version: &str, resolution: Resolution, start_ms: Timestam
         start_ms,
     }
 }
+
+impl Aggregates {
+    /// The merged counters of the buckets of `model` (all versions) that start
+    /// inside `window`: what rules and SLOs read, without the feature
+    /// statistics and sketches a full [`Aggregates::window`] merges.
+    pub fn counters_window(&self, model: &str, window: Window) -> Option<Counters> {
+        let model = self.models.get(model)?;
+        let mut merged = Counters::default();
+        for series in model.versions.values() {
+            let buckets = series
+                .minutes
+                .range(window.start_ms..window.end_ms)
+                .chain(series.hours.range(window.start_ms..window.end_ms));
+            for (_, bucket) in buckets {
+                merged.merge(&bucket.counters);
+            }
+        }
+        Some(merged)
+    }
+}
+
+impl crate::alerting::RuleInputs for Aggregates {
+    fn counters(&self, model: &str, window: Window) -> Option<Counters> {
+        self.counters_window(model, window)
+    }
+
+    fn quality(&self, model: &str, window: Window) -> Option<Quality> {
+        self.quality_window(model, None, None, window)
+            .map(|(_, quality)| quality)
+    }
+}

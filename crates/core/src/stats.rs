@@ -9,6 +9,13 @@ use sketches_ddsketch::{Config, DDSketch};
 pub const LATENCY_BUCKETS: [f64; 8] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 /// The seed's confidence buckets (`ml_prediction_confidence`), upper bounds.
 pub const CONFIDENCE_BUCKETS: [f64; 7] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99];
+/// Finer latency buckets (`+ ml_slo_latency_seconds`), upper bounds. A latency
+/// SLO's threshold must be one of them, so that its SLI (the share of requests
+/// at or under the threshold) is an exact count, natively and in PromQL.
+pub const SLO_LATENCY_BUCKETS: [f64; 25] = [
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4,
+    0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0,
+];
 
 /// Counts of observations per bucket, Prometheus-style: bucket `i` holds
 /// values `<= bounds[i]` and `> bounds[i-1]`; the last slot holds values above

@@ -8,6 +8,10 @@ use modelwatch_core::series::AggregationConfig;
 use modelwatch_core::time::{MINUTE_MS, parse_duration_ms};
 use modelwatch_core::wire::ParseLimits;
 use modelwatch_store::Synchronous;
+use std::collections::BTreeMap;
+
+use modelwatch_core::alerting::{Rule, RuleSpec, resolve_rules};
+use modelwatch_core::slo::{Slo, SloSpec};
 use serde::Deserialize;
 
 /// A Prometheus-style duration (`5m`, `7d`) read from the config.
@@ -34,6 +38,96 @@ pub struct Config {
     pub limits: CardinalityLimits,
     pub metrics: MetricsConfig,
     pub labels: LabelsConfig,
+    pub alerts: AlertsConfig,
+    /// The seed's `slo.yaml` block, verbatim: per model, `availability`,
+    /// `latency` and `accuracy`.
+    pub slos: BTreeMap<String, SloSpec>,
+    /// Where alerts are sent.
+    pub receivers: Vec<ReceiverConfig>,
+    pub remediation: RemediationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often every rule is evaluated.
+    pub evaluation_interval: Duration,
+    /// Overrides of the built-in rules (by name, `enabled: false` to turn one
+    /// off), and rules of your own.
+    pub rules: BTreeMap<String, RuleSpec>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            evaluation_interval: Duration { ms: 15_000 },
+            rules: BTreeMap::new(),
+        }
+    }
+}
+
+/// A notification receiver: an Alertmanager (API v2) or a generic webhook
+/// (Alertmanager's webhook payload, version 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    pub name: String,
+    /// Base URL of an Alertmanager, such as `http://127.0.0.1:9093`.
+    #[serde(default)]
+    pub alertmanager: Option<String>,
+    /// URL a webhook payload is POSTed to.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// While an alert fires, how often it is sent again to an Alertmanager
+    /// (which deduplicates); webhooks get each transition once.
+    #[serde(default = "default_resend_interval")]
+    pub resend_interval: Duration,
+}
+
+fn default_resend_interval() -> Duration {
+    Duration { ms: 60_000 }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediationConfig {
+    /// URL prefixes an action may call; an action whose URL matches none is a
+    /// config error.
+    pub allowlist: Vec<String>,
+    /// Named actions, referred to by the rules' `actions`.
+    pub actions: BTreeMap<String, ActionConfig>,
+}
+
+/// A remediation webhook, such as a rollback or a retrain trigger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The body template; `{{ model }}`, `{{ version }}`, `{{ alert }}`,
+    /// `{{ value }}` and `{{ severity }}` expand (JSON-escaped).
+    #[serde(default = "default_action_body")]
+    pub body: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// After running for a model, the action does not run again for that
+    /// model within this time.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Duration,
+}
+
+fn default_method() -> String {
+    "POST".to_owned()
+}
+
+fn default_action_body() -> String {
+    r#"{"model": "{{ model }}", "version": "{{ version }}", "alert": "{{ alert }}", "value": {{ value }}}"#
+        .to_owned()
+}
+
+fn default_cooldown() -> Duration {
+    Duration { ms: 30 * MINUTE_MS }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +325,73 @@ impl Config {
         if self.ingest.max_body_bytes == 0 || self.ingest.max_queued_events == 0 {
             return Err("ingest limits must be positive".into());
         }
+        if self.alerts.evaluation_interval.ms < 1000 {
+            return Err("alerts.evaluation_interval must be at least 1s".into());
+        }
+        let rules = self.rules()?;
+        self.validate_receivers()?;
+        self.validate_remediation(&rules)?;
+        Ok(())
+    }
+
+    /// The SLOs in force.
+    pub fn slos(&self) -> Result<Vec<Slo>, String> {
+        modelwatch_core::slo::resolve(&self.slos)
+    }
+
+    /// The alert rules in force: built-ins with overrides, the config's own,
+    /// and the SLOs' burn-rate rules.
+    pub fn rules(&self) -> Result<Vec<Rule>, String> {
+        resolve_rules(&self.alerts.rules, &self.slos()?)
+    }
+
+    fn validate_receivers(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for (index, receiver) in self.receivers.iter().enumerate() {
+            let field = format!("receivers[{index}]");
+            if !names.insert(receiver.name.as_str()) {
+                return Err(format!("{field}.name: {:?} is used twice", receiver.name));
+            }
+            let urls = [&receiver.alertmanager, &receiver.webhook];
+            if urls.iter().filter(|url| url.is_some()).count() != 1 {
+                return Err(format!("{field}: give exactly one of alertmanager or webhook"));
+            }
+            for url in urls.into_iter().flatten() {
+                check_url(url, &field)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_remediation(&self, rules: &[Rule]) -> Result<(), String> {
+        for (name, action) in &self.remediation.actions {
+            let field = format!("remediation.actions.{name}");
+            check_url(&action.url, &field)?;
+            if !self
+                .remediation
+                .allowlist
+                .iter()
+                .any(|prefix| action.url.starts_with(prefix.as_str()))
+            {
+                return Err(format!(
+                    "{field}.url: {} is not under any remediation.allowlist prefix",
+                    action.url
+                ));
+            }
+            if !["POST", "PUT"].contains(&action.method.as_str()) {
+                return Err(format!("{field}.method: {} is not POST or PUT", action.method));
+            }
+        }
+        for rule in rules {
+            for action in &rule.actions {
+                if !self.remediation.actions.contains_key(action) {
+                    return Err(format!(
+                        "alerts.rules.{}.actions: no remediation action named {action:?}",
+                        rule.name
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -240,6 +401,14 @@ impl Config {
             hour_retention_ms: self.aggregation.hour_retention.ms,
             limits: self.limits.clone(),
         }
+    }
+}
+
+fn check_url(url: &str, field: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!("{field}: {url:?} is not an http:// or https:// URL"))
     }
 }
 
@@ -269,5 +438,40 @@ mod tests {
         assert!(error.contains("max_body_byte"), "{error}");
         let error = Config::parse("aggregation:\n  minute_retention: 5 minutes\n").unwrap_err();
         assert!(error.contains("invalid duration"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod alert_config_tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_slo_yaml_is_accepted_verbatim() {
+        let config = Config::parse(
+            "# slo.yaml\nslos:\n  fraud_detector:\n    availability:\n      target: 99.9\n      window: 30d\n    latency:\n      p99_target_ms: 100\n      p50_target_ms: 20\n    accuracy:\n      target: 0.95\n      window: 7d\n",
+        )
+        .unwrap();
+        assert_eq!(config.slos().unwrap().len(), 4);
+        // Six built-in rules and two burn-rate rules per SLO.
+        assert_eq!(config.rules().unwrap().len(), 6 + 2 * 4);
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let error =
+            Config::parse("alerts:\n  rules:\n    MLModelHighLatency:\n      treshold: 0.3\n").unwrap_err();
+        assert!(error.contains("treshold") && error.contains("line 4"), "{error}");
+    }
+
+    #[test]
+    fn actions_must_be_allowlisted_and_known() {
+        let error = Config::parse(
+            "remediation:\n  actions:\n    rollback:\n      url: http://deploy.internal/rollback\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("allowlist"), "{error}");
+        let error =
+            Config::parse("alerts:\n  rules:\n    MLModelDown:\n      actions: [page]\n").unwrap_err();
+        assert!(error.contains("no remediation action named \"page\""), "{error}");
     }
 }

@@ -10,6 +10,7 @@ pub mod ingest;
 mod ingest_api;
 pub mod labels;
 pub mod metrics;
+pub mod notify;
 mod query_api;
 pub mod state;
 

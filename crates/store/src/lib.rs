@@ -9,11 +9,15 @@
 use std::path::{Path, PathBuf};
 
 use modelwatch_core::series::{BucketKey, Resolution};
+pub mod alerts;
+
+pub use alerts::{AlertStore, AlertWriter, LogEntry, OutboxEntry};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 /// Current schema version, kept in `meta`.
 /// 2 added labels and the quality aggregates, and changed the bucket form.
-const SCHEMA_VERSION: i64 = 2;
+/// 3 added the SLO latency buckets to the counters, and the alert tables.
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -165,6 +169,7 @@ impl SqliteStore {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS labels_held ON labels (prediction_id) WHERE held = 1;",
         )?;
+        connection.execute_batch(alerts::SCHEMA)?;
         let found: Option<i64> = connection
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| {
                 row.get(0)
