@@ -231,7 +231,7 @@ pub fn default_rules() -> Vec<Rule> {
             0.85,
             0,
             "critical",
-            "Model {{ $labels.model_name }} accuracy dropped to {{ $value }}",
+            "Model {{ $labels.model_name }} 7d accuracy < 85%",
         ),
     ]
 }
