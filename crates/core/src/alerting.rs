@@ -892,3 +892,70 @@ mod spec_tests {
         assert!(error.contains("alerts.rules.Mine.range"), "{error}");
     }
 }
+
+/// The native evaluator: every rule for every model it applies to, stepped
+/// through the tracker at an explicit time.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluator {
+    pub rules: Vec<Rule>,
+    pub slos: Vec<Slo>,
+    pub tracker: Tracker,
+}
+
+impl Evaluator {
+    pub fn new(rules: Vec<Rule>, slos: Vec<Slo>) -> Self {
+        Self {
+            rules,
+            slos,
+            tracker: Tracker::default(),
+        }
+    }
+
+    /// Evaluates every rule at `now_ms` and returns the transitions. Models
+    /// are those the aggregates know (a model seen before that stops sending
+    /// is how `MLModelDown` fires).
+    pub fn evaluate(
+        &mut self,
+        aggregates: &crate::series::Aggregates,
+        now_ms: TimestampMs,
+    ) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        for rule in &self.rules {
+            for (model, state) in &aggregates.models {
+                if !rule.applies_to(model) {
+                    continue;
+                }
+                let outcome = evaluate(aggregates, &self.slos, rule, model, now_ms);
+                let transition = self.tracker.step(rule, model, outcome, now_ms);
+                let newest_version = state
+                    .versions
+                    .iter()
+                    .max_by_key(|(_, series)| series.newest_event_ms)
+                    .map(|(version, _)| version.clone());
+                if let Some(alert) = self.tracker.alerts.get_mut(&(rule.id(), model.clone())) {
+                    alert.version = newest_version.clone();
+                }
+                if let Some(mut transition) = transition {
+                    transition.alert.version = newest_version;
+                    transitions.push(transition);
+                }
+            }
+        }
+        // Instances of models the aggregates no longer know end too.
+        let stale: Vec<(String, String)> = self
+            .tracker
+            .alerts
+            .keys()
+            .filter(|(_, model)| !aggregates.models.contains_key(model))
+            .cloned()
+            .collect();
+        for (rule_id, model) in stale {
+            if let Some(rule) = self.rules.iter().find(|rule| rule.id() == rule_id) {
+                transitions.extend(self.tracker.step(rule, &model, None, now_ms));
+            }
+        }
+        let ids: Vec<String> = self.rules.iter().map(Rule::id).collect();
+        self.tracker.retain_rules(&ids);
+        transitions
+    }
+}
