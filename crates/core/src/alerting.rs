@@ -145,27 +145,32 @@ pub const LOW_CONFIDENCE: &str = "MLModelLowConfidence";
 pub const MODEL_DOWN: &str = "MLModelDown";
 pub const ACCURACY_DROP: &str = "MLModelAccuracyDrop";
 
-fn rule(
-    name: &str,
+/// A built-in rule: `measure op threshold` over `range`, held for `for`.
+struct Builtin {
+    name: &'static str,
     measure: Measure,
     range_ms: i64,
     op: Op,
     threshold: f64,
     for_ms: i64,
-    severity: &str,
-    summary: &str,
-) -> Rule {
-    Rule {
-        name: name.to_owned(),
-        measure,
-        range_ms,
-        op,
-        threshold,
-        for_ms,
-        labels: BTreeMap::from([("severity".to_owned(), severity.to_owned())]),
-        annotations: BTreeMap::from([("summary".to_owned(), summary.to_owned())]),
-        actions: Vec::new(),
-        models: Vec::new(),
+    severity: &'static str,
+    summary: &'static str,
+}
+
+impl Builtin {
+    fn rule(self) -> Rule {
+        Rule {
+            name: self.name.to_owned(),
+            measure: self.measure,
+            range_ms: self.range_ms,
+            op: self.op,
+            threshold: self.threshold,
+            for_ms: self.for_ms,
+            labels: BTreeMap::from([("severity".to_owned(), self.severity.to_owned())]),
+            annotations: BTreeMap::from([("summary".to_owned(), self.summary.to_owned())]),
+            actions: Vec::new(),
+            models: Vec::new(),
+        }
     }
 }
 
@@ -173,66 +178,72 @@ fn rule(
 /// accuracy-drop rule of its ground-truth monitor.
 pub fn default_rules() -> Vec<Rule> {
     vec![
-        rule(
-            HIGH_LATENCY,
-            Measure::LatencyQuantile { quantile: 0.99 },
-            5 * MINUTE_MS,
-            Op::Above,
-            0.5,
-            5 * MINUTE_MS,
-            "warning",
-            "Model {{ $labels.model_name }} p99 latency > 500ms",
-        ),
-        rule(
-            HIGH_ERROR_RATE,
-            Measure::ErrorRatio,
-            5 * MINUTE_MS,
-            Op::Above,
-            0.01,
-            5 * MINUTE_MS,
-            "critical",
-            "Model {{ $labels.model_name }} error rate > 1%",
-        ),
-        rule(
-            PREDICTION_SKEW,
-            Measure::TopClassShare,
-            HOUR_MS,
-            Op::Above,
-            0.95,
-            HOUR_MS,
-            "warning",
-            "Model predictions heavily skewed to one class",
-        ),
-        rule(
-            LOW_CONFIDENCE,
-            Measure::ConfidenceQuantile { quantile: 0.25 },
-            HOUR_MS,
-            Op::Below,
-            0.6,
-            HOUR_MS,
-            "warning",
-            "25% of predictions have confidence < 60%",
-        ),
-        rule(
-            MODEL_DOWN,
-            Measure::RequestRate,
-            5 * MINUTE_MS,
-            Op::Equal,
-            0.0,
-            5 * MINUTE_MS,
-            "critical",
-            "Model {{ $labels.model_name }} not receiving requests",
-        ),
-        rule(
-            ACCURACY_DROP,
-            Measure::Accuracy { min_samples: 100 },
-            7 * DAY_MS,
-            Op::Below,
-            0.85,
-            0,
-            "critical",
-            "Model {{ $labels.model_name }} 7d accuracy < 85%",
-        ),
+        Builtin {
+            name: HIGH_LATENCY,
+            measure: Measure::LatencyQuantile { quantile: 0.99 },
+            range_ms: 5 * MINUTE_MS,
+            op: Op::Above,
+            threshold: 0.5,
+            for_ms: 5 * MINUTE_MS,
+            severity: "warning",
+            summary: "Model {{ $labels.model_name }} p99 latency > 500ms",
+        }
+        .rule(),
+        Builtin {
+            name: HIGH_ERROR_RATE,
+            measure: Measure::ErrorRatio,
+            range_ms: 5 * MINUTE_MS,
+            op: Op::Above,
+            threshold: 0.01,
+            for_ms: 5 * MINUTE_MS,
+            severity: "critical",
+            summary: "Model {{ $labels.model_name }} error rate > 1%",
+        }
+        .rule(),
+        Builtin {
+            name: PREDICTION_SKEW,
+            measure: Measure::TopClassShare,
+            range_ms: HOUR_MS,
+            op: Op::Above,
+            threshold: 0.95,
+            for_ms: HOUR_MS,
+            severity: "warning",
+            summary: "Model predictions heavily skewed to one class",
+        }
+        .rule(),
+        Builtin {
+            name: LOW_CONFIDENCE,
+            measure: Measure::ConfidenceQuantile { quantile: 0.25 },
+            range_ms: HOUR_MS,
+            op: Op::Below,
+            threshold: 0.6,
+            for_ms: HOUR_MS,
+            severity: "warning",
+            summary: "25% of predictions have confidence < 60%",
+        }
+        .rule(),
+        Builtin {
+            name: MODEL_DOWN,
+            measure: Measure::RequestRate,
+            range_ms: 5 * MINUTE_MS,
+            op: Op::Equal,
+            threshold: 0.0,
+            for_ms: 5 * MINUTE_MS,
+            severity: "critical",
+            summary: "Model {{ $labels.model_name }} not receiving requests",
+        }
+        .rule(),
+        Builtin {
+            name: ACCURACY_DROP,
+            measure: Measure::Accuracy { min_samples: 100 },
+            range_ms: 7 * DAY_MS,
+            op: Op::Below,
+            threshold: 0.85,
+            for_ms: 0,
+            severity: "critical",
+            summary: "Model {{ $labels.model_name }} 7d accuracy < 85%",
+        }
+        .rule(),
     ]
 }
 

@@ -390,8 +390,10 @@ mod tests {
 
     #[test]
     fn budget_and_burn_rate() {
-        let mut counters = Counters::default();
-        counters.requests = 10_000;
+        let mut counters = Counters {
+            requests: 10_000,
+            ..Counters::default()
+        };
         counters.errors_by_type.insert("timeout".to_owned(), 5);
         let inputs = Fixed {
             counters,

@@ -204,7 +204,7 @@ fn low_confidence_fires_when_the_25th_percentile_drops_below_0_6() {
 fn model_down_fires_five_minutes_after_requests_stop() {
     let mut evaluator = only(alerting::MODEL_DOWN);
     let states = run(&mut evaluator, alerting::MODEL_DOWN, 40, |minute| {
-        (minute < 10 || minute >= 30).then(Traffic::default)
+        (!(10..30).contains(&minute)).then(Traffic::default)
     });
     // Minutes 10..=14 empty: the window [10, 15) is empty at step 14.
     assert_eq!(first(&states, AlertState::Pending), Some(14));
