@@ -53,8 +53,14 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, data, config } => {
             tracing_subscriber::fmt()
@@ -83,7 +89,25 @@ fn main() -> anyhow::Result<()> {
         Command::Check { config } => {
             let loaded = Config::load(&config)?;
             println!("{}: ok", config.display());
-            println!("{loaded:#?}");
+            let rules = loaded.rules().map_err(anyhow::Error::msg)?;
+            println!(
+                "{} alert rules, evaluated every {}:",
+                rules.len(),
+                loaded.alerts.evaluation_interval
+            );
+            for rule in &rules {
+                println!("  {}", rule.id());
+            }
+            let slos = loaded.slos().map_err(anyhow::Error::msg)?;
+            println!("{} SLOs:", slos.len());
+            for slo in &slos {
+                println!("  {} {} (objective {})", slo.model, slo.name, slo.objective);
+            }
+            println!(
+                "{} receivers, {} remediation actions",
+                loaded.receivers.len(),
+                loaded.remediation.actions.len()
+            );
             Ok(())
         }
     }

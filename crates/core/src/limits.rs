@@ -375,6 +375,7 @@ impl ModelLimits {
             aggregate::increment(&mut target.errors_by_type, error_type, *count);
         }
         target.latency.merge(&source.latency);
+        target.slo_latency.merge(&source.slo_latency);
         for (class, counts) in &source.classes {
             let class = self.fold_counted(
                 Dimension::Class,

@@ -237,7 +237,10 @@ pub mod serde_yaml_value {
 pub const DEFAULT_SLO_WINDOW_MS: i64 = 30 * DAY_MS;
 
 fn objective(target: f64, field: &str) -> Result<f64, String> {
+    // Rounded so that a target of 99.9 (percent) is the objective 0.999, not
+    // 0.9990000000000001.
     let ratio = if target > 1.0 { target / 100.0 } else { target };
+    let ratio = (ratio * 1e12).round() / 1e12;
     if !(ratio > 0.0 && ratio < 1.0) {
         return Err(format!(
             "{field}: target {target} must be a percentage below 100 or a ratio in (0, 1)"

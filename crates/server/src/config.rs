@@ -29,6 +29,12 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+impl std::fmt::Display for Duration {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&modelwatch_core::time::format_duration_ms(self.ms))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

@@ -4,6 +4,7 @@
 //! [`serve`] opens the store, restores the aggregates, starts the writer
 //! thread and serves until SIGINT/SIGTERM, then drains and flushes.
 
+pub mod alerts;
 pub mod config;
 pub mod error;
 pub mod ingest;
@@ -54,6 +55,9 @@ pub fn app(app: App) -> Router {
         .route("/v1/models/{model}/operations", get(query_api::operations))
         .route("/v1/models/{model}/predictions", get(query_api::predictions))
         .route("/v1/models/{model}/features", get(query_api::features))
+        .route("/v1/models/{model}/slo", get(alerts::model_slo))
+        .route("/v1/alerts", get(alerts::active))
+        .route("/v1/alerts/history", get(alerts::history))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -85,6 +89,8 @@ pub enum ServeError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("alerting: {0}")]
+    Alerts(String),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -94,6 +100,9 @@ pub struct Workers {
     shared: Arc<Shared>,
     writer: std::thread::JoinHandle<()>,
     pruner: std::thread::JoinHandle<()>,
+    evaluator: std::thread::JoinHandle<()>,
+    delivery: std::thread::JoinHandle<()>,
+    stop_delivery: Arc<AtomicBool>,
 }
 
 impl Workers {
@@ -101,6 +110,9 @@ impl Workers {
     /// pruner stops, and the writer drains the queue, commits and checkpoints.
     pub fn join(self) {
         self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.evaluator.join();
+        self.stop_delivery.store(true, Ordering::Release);
+        let _ = self.delivery.join();
         let _ = self.pruner.join();
         let _ = self.writer.join();
     }
@@ -120,9 +132,20 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
         telemetry: Telemetry::default(),
         ready: AtomicBool::new(true),
         stopping: AtomicBool::new(false),
+        alerts: alerts::AlertView::default(),
     });
+    let engine = alerts::AlertEngine::open(&shared, store.path()).map_err(ServeError::Alerts)?;
+    let database = store.path().to_owned();
     let (queue, writer) = ingest::start_writer(store, shared.clone());
     let pruner = ingest::start_pruner(shared.clone(), queue.clone());
+    let evaluator = alerts::start_evaluator(shared.clone(), engine);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let delivery = notify::start_delivery(
+        Arc::new(shared.config.clone()),
+        database,
+        shared.config.storage.synchronous(),
+        stopping.clone(),
+    );
     let registry = Arc::new(metrics::registry(shared.clone()));
     Ok((
         App {
@@ -135,6 +158,9 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
             shared,
             writer,
             pruner,
+            evaluator,
+            delivery,
+            stop_delivery: stopping,
         },
     ))
 }

@@ -12,7 +12,7 @@ use modelwatch_core::aggregate::Counters;
 use modelwatch_core::limits::OTHER;
 use modelwatch_core::quality::{ClassScores, ClassificationReport};
 use modelwatch_core::series::Aggregates;
-use modelwatch_core::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS};
+use modelwatch_core::stats::{BucketCounts, CONFIDENCE_BUCKETS, LATENCY_BUCKETS, SLO_LATENCY_BUCKETS};
 use modelwatch_core::time::{Window, parse_duration_ms};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
@@ -169,6 +169,61 @@ impl Collector for StateCollector {
             for (class, counts) in &totals.classes {
                 let labels = [("model_name", *model_name), ("predicted_class", class.as_str())];
                 counter(&mut family.encode_family(&labels)?, counts.count)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "ml_slo_latency_seconds",
+            "Prediction latency in finer buckets: the latency SLIs (share of requests at or under a bound)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (model_name, model) in &aggregates.models {
+            for (version, series) in &model.versions {
+                let labels = [
+                    ("model_name", model_name.as_str()),
+                    ("model_version", version.as_str()),
+                ];
+                ConstHistogram {
+                    counts: &series.totals.slo_latency,
+                    bounds: &SLO_LATENCY_BUCKETS,
+                }
+                .encode(&mut family.encode_family(&labels)?)?;
+            }
+        }
+
+        if let Ok(slos) = self.shared.config.slos()
+            && !slos.is_empty()
+        {
+            let statuses = crate::alerts::slo_statuses(&aggregates, &slos, None, now_ms);
+            let mut family = encoder.encode_descriptor(
+                "ml_slo_error_budget_remaining_ratio",
+                "Share of the SLO's error budget left over its window (1 untouched, 0 spent, negative overspent)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (slo, status) in &statuses {
+                if let Some(remaining) = status.error_budget_remaining {
+                    let labels = [("model_name", slo.model.as_str()), ("slo", slo.name.as_str())];
+                    gauge(&mut family.encode_family(&labels)?, remaining)?;
+                }
+            }
+            let mut family = encoder.encode_descriptor(
+                "ml_slo_burn_rate",
+                "Error-budget burn rate over the window (1 spends the budget exactly over the SLO's window)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (slo, status) in &statuses {
+                for (window, burn) in &status.burn_rates {
+                    let Some(burn) = burn else { continue };
+                    let labels = [
+                        ("model_name", slo.model.as_str()),
+                        ("slo", slo.name.as_str()),
+                        ("window", window.as_str()),
+                    ];
+                    gauge(&mut family.encode_family(&labels)?, *burn)?;
+                }
             }
         }
 

@@ -21,6 +21,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Set on shutdown: background threads stop.
     pub stopping: AtomicBool,
+    /// What the alert evaluator last published.
+    pub alerts: crate::alerts::AlertView,
 }
 
 /// Upper bounds of `modelwatch_commit_duration_seconds`.
@@ -104,6 +106,11 @@ impl ReaderPool {
             path,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// Runs `read` on an idle connection (or a new one); `None` when no
