@@ -51,7 +51,9 @@ pub struct Counts {
 impl Slo {
     /// The budget's error ratio: `1 - objective`.
     pub fn budget_ratio(&self) -> f64 {
-        1.0 - self.objective
+        // Rounded like the objective, so that 1 - 0.999 is 0.001 and a burn
+        // rate of 500 is not 499.99999999999955.
+        ((1.0 - self.objective) * 1e12).round() / 1e12
     }
 
     pub fn counts(&self, inputs: &impl RuleInputs, window: Window) -> Option<Counts> {

@@ -19,7 +19,7 @@ use modelwatch_core::alerting::{Alert, AlertState, Evaluator, Transition};
 use modelwatch_core::event::TimestampMs;
 use modelwatch_core::series::Aggregates;
 use modelwatch_core::slo::{BURN_RATE_WINDOWS_MS, Sli, Slo};
-use modelwatch_core::time::{Window, format_duration_ms};
+use modelwatch_core::time::{DAY_MS, HOUR_MS, MINUTE_MS, Window};
 use modelwatch_store::{AlertStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -105,7 +105,7 @@ impl AlertEngine {
         })?;
         for transition in &transitions {
             info!(
-                alert = %transition.alert.name,
+                alert = %transition.alert.rule,
                 model = %transition.alert.model,
                 from = ?transition.from,
                 to = ?transition.alert.state,
@@ -279,19 +279,14 @@ pub fn slo_statuses(
                     _ => None,
                 },
                 objective: slo.objective,
-                window: format_duration_ms(slo.window_ms),
+                window: window_text(slo.window_ms),
                 good: counts.good,
                 total: counts.total,
                 error_ratio: slo.error_ratio(aggregates, slo.window_ms, now_ms),
                 error_budget_remaining: slo.budget_remaining(aggregates, now_ms),
                 burn_rates: BURN_RATE_WINDOWS_MS
                     .iter()
-                    .map(|window| {
-                        (
-                            format_duration_ms(*window),
-                            slo.burn_rate(aggregates, *window, now_ms),
-                        )
-                    })
+                    .map(|window| (window_text(*window), slo.burn_rate(aggregates, *window, now_ms)))
                     .collect(),
             };
             (slo.clone(), status)
@@ -343,4 +338,14 @@ pub(crate) async fn model_slo(
     }
     let slos: Vec<SloStatus> = statuses.into_iter().map(|(_, status)| status).collect();
     Ok(Json(serde_json::json!({ "model": model, "end": rfc3339(now_ms), "slos": slos })).into_response())
+}
+
+/// A window as people write it: `30d`, `6h`, `5m` (not `4w2d`).
+pub fn window_text(ms: i64) -> String {
+    for (unit, suffix) in [(DAY_MS, "d"), (HOUR_MS, "h"), (MINUTE_MS, "m"), (1000, "s")] {
+        if ms % unit == 0 {
+            return format!("{}{suffix}", ms / unit);
+        }
+    }
+    format!("{ms}ms")
 }
