@@ -316,22 +316,32 @@ impl Aggregates {
     /// earlier events of the same group commit decided (new models, kinds),
     /// since they are checked before any of them is applied.
     pub fn check(&self, event: &PredictionEvent, pending: &mut PendingModels) -> Result<(), Refusal> {
-        let existing = self.models.get(&event.model);
+        self.check_model(&event.model, ModelKind::of(event), pending)
+    }
+
+    /// [`Aggregates::check`] for an event of `model` whose prediction says
+    /// `this_kind` (`None` for a failed request).
+    pub fn check_model(
+        &self,
+        model: &str,
+        this_kind: Option<ModelKind>,
+        pending: &mut PendingModels,
+    ) -> Result<(), Refusal> {
+        let existing = self.models.get(model);
         let known_kind = existing
             .and_then(|model| model.kind)
-            .or_else(|| pending.kinds.get(&event.model).copied().flatten());
-        if existing.is_none() && !pending.new_models.contains(&event.model) {
+            .or_else(|| pending.kinds.get(model).copied().flatten());
+        if existing.is_none() && !pending.new_models.contains(model) {
             let limit = self.config.limits.max_models;
             if self.models.len() + pending.new_models.len() >= limit {
                 return Err(Refusal::TooManyModels { limit });
             }
-            pending.new_models.insert(event.model.clone());
+            pending.new_models.insert(model.to_owned());
         }
-        let this_kind = ModelKind::of(event);
         match (known_kind, this_kind) {
             (Some(known), Some(this)) if known != this => {
                 return Err(Refusal::KindMismatch {
-                    model: event.model.clone(),
+                    model: model.to_owned(),
                     kind: known.as_str(),
                     expected: match known {
                         ModelKind::Classification => "a class string",
@@ -340,7 +350,7 @@ impl Aggregates {
                 });
             }
             (None, Some(_)) => {
-                pending.kinds.insert(event.model.clone(), this_kind);
+                pending.kinds.insert(model.to_owned(), this_kind);
             }
             _ => {}
         }

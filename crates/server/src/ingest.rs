@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use modelwatch_core::codec::{self, Dictionary};
 use modelwatch_core::event::{PredictionEvent, ScoredPrediction, TimestampMs};
-use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, Delta, PendingModels, Refusal};
+use modelwatch_core::series::{
+    Aggregates, AggregationConfig, Changes, Delta, ModelKind, PendingModels, Refusal,
+};
 use modelwatch_store::{Checkpointer, PredictionRow, SqliteStore, StoreError};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -18,12 +20,19 @@ use tracing::{error, info, warn};
 use crate::labels::{LabelOutcome, LabelState, ParsedLabel, QualityOp};
 use crate::state::Shared;
 
-/// One validated row of a request.
+/// One validated row of a request, as the writer needs it: the parsed event
+/// itself is dropped on the parsing thread (its many small allocations are
+/// cheapest to free there), and the writer decodes the stored form in the
+/// rare cases that need more.
 #[derive(Debug)]
 pub struct ParsedRow {
     /// Position of the row in the request.
     pub index: usize,
-    pub event: PredictionEvent,
+    pub prediction_id: String,
+    /// Index into the job's `models`.
+    pub model: u32,
+    /// What the event says of its model's kind (none for failed requests).
+    pub kind: Option<ModelKind>,
     /// The event in its stored form, encoded off the writer thread.
     pub stored: Vec<u8>,
 }
@@ -100,6 +109,8 @@ type Reply<T> = oneshot::Sender<Result<Vec<T>, StorageFailure>>;
 enum Job {
     Predictions {
         rows: Vec<ParsedRow>,
+        /// The models the rows name (most requests name one).
+        models: Vec<String>,
         /// The rows aggregated under the names as sent.
         delta: Delta,
         reply: Reply<RowOutcome>,
@@ -152,10 +163,16 @@ impl IngestQueue {
     pub fn submit(
         &self,
         rows: Vec<ParsedRow>,
+        models: Vec<String>,
         delta: Delta,
     ) -> Result<oneshot::Receiver<Result<Vec<RowOutcome>, StorageFailure>>, SubmitError> {
         let (reply, receiver) = oneshot::channel();
-        self.enqueue(Job::Predictions { rows, delta, reply })?;
+        self.enqueue(Job::Predictions {
+            rows,
+            models,
+            delta,
+            reply,
+        })?;
         Ok(receiver)
     }
 
@@ -363,7 +380,12 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
                 for (job, outcomes) in jobs.into_iter().zip(outcomes) {
                     // The client may have gone away; its rows are stored anyway.
                     match (job, outcomes) {
-                        (Job::Predictions { rows, delta, reply }, JobOutcomes::Predictions(outcomes)) => {
+                        (
+                            Job::Predictions {
+                                rows, delta, reply, ..
+                            },
+                            JobOutcomes::Predictions(outcomes),
+                        ) => {
                             shared.telemetry.record_outcomes(&outcomes);
                             let _ = reply.send(Ok(outcomes));
                             let _ = garbage.send(Box::new((rows, delta)));
@@ -470,9 +492,9 @@ fn commit_group(
         let aggregates = aggregates.read().expect("aggregates lock poisoned");
         jobs.iter()
             .map(|job| match job {
-                Job::Predictions { rows, .. } => rows
+                Job::Predictions { rows, models, .. } => rows
                     .iter()
-                    .map(|row| aggregates.check(&row.event, &mut pending))
+                    .map(|row| aggregates.check_model(&models[row.model as usize], row.kind, &mut pending))
                     .collect(),
                 Job::Labels { .. } | Job::Prune { .. } => Vec::new(),
             })
@@ -490,25 +512,29 @@ fn commit_group(
         // What to aggregate: a job's delta when all of its rows were stored
         // (the common case), its stored events one by one otherwise.
         let mut whole_jobs: Vec<&Delta> = Vec::new();
-        let mut stored: Vec<&PredictionEvent> = Vec::new();
+        let mut stored: Vec<PredictionEvent> = Vec::new();
         // Label joins, applied once the group's predictions are aggregated.
         let mut quality_ops: Vec<QualityOp> = Vec::new();
         for (job, checks) in jobs.iter().zip(checks) {
             match job {
                 Job::Predictions { rows, delta, .. } => {
-                    let stored_before = stored.len();
                     let mut job_outcomes = Vec::with_capacity(rows.len());
                     for (row, check) in rows.iter().zip(checks) {
                         let outcome = match check {
                             Err(refusal) => RowOutcome::Refused(refusal),
                             Ok(()) => {
                                 let inserted = writer.insert_prediction(&PredictionRow {
-                                    prediction_id: &row.event.prediction_id,
+                                    prediction_id: &row.prediction_id,
                                     body: &row.stored,
                                 })?;
                                 if inserted {
-                                    labels.on_prediction_stored(writer, &row.event, &mut quality_ops)?;
-                                    stored.push(&row.event);
+                                    labels.on_prediction_stored(
+                                        writer,
+                                        &dictionary,
+                                        &row.prediction_id,
+                                        &row.stored,
+                                        &mut quality_ops,
+                                    )?;
                                     RowOutcome::Stored
                                 } else {
                                     RowOutcome::Duplicate
@@ -517,9 +543,20 @@ fn commit_group(
                         };
                         job_outcomes.push(outcome);
                     }
-                    if stored.len() - stored_before == rows.len() {
-                        stored.truncate(stored_before);
+                    if job_outcomes.iter().all(|outcome| *outcome == RowOutcome::Stored) {
                         whole_jobs.push(delta);
+                    } else {
+                        // Rare (duplicates, refusals): the stored rows are
+                        // decoded and applied one by one.
+                        for (row, outcome) in rows.iter().zip(&job_outcomes) {
+                            if *outcome == RowOutcome::Stored {
+                                let (event, _) = codec::decode(&row.prediction_id, &row.stored, &*dictionary)
+                                    .map_err(|error| {
+                                        StoreError::Corrupt(format!("{:?}: {error}", row.prediction_id))
+                                    })?;
+                                stored.push(event);
+                            }
+                        }
                     }
                     outcomes.push(JobOutcomes::Predictions(job_outcomes));
                 }

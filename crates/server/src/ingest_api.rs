@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use modelwatch_core::codec;
-use modelwatch_core::series::Delta;
+use modelwatch_core::series::{Delta, ModelKind};
 use modelwatch_core::wire::{self, BodyFormat, RowError};
 use serde::Serialize;
 
@@ -89,6 +89,7 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
 
 struct Parsed {
     rows: Vec<ParsedRow>,
+    models: Vec<String>,
     delta: Delta,
     errors: Vec<(usize, RowError)>,
 }
@@ -105,6 +106,7 @@ fn parse_body(
         .map_err(|error| ApiError::new(ErrorCode::MalformedBody, error.message).with_field("body"))?;
     let mut parsed = Parsed {
         rows: Vec::with_capacity(slices.len()),
+        models: Vec::new(),
         delta: Delta::default(),
         errors: Vec::new(),
     };
@@ -113,7 +115,20 @@ fn parse_body(
             Ok(event) => {
                 let stored = codec::encode(&event, received_ms, &mut names);
                 parsed.delta.observe(&event);
-                parsed.rows.push(ParsedRow { index, event, stored });
+                let model = match parsed.models.iter().position(|model| *model == event.model) {
+                    Some(position) => position,
+                    None => {
+                        parsed.models.push(event.model.clone());
+                        parsed.models.len() - 1
+                    }
+                };
+                parsed.rows.push(ParsedRow {
+                    index,
+                    kind: ModelKind::of(&event),
+                    model: model as u32,
+                    prediction_id: event.prediction_id,
+                    stored,
+                });
             }
             Err(error) => parsed.errors.push((index, error)),
         }
@@ -149,7 +164,7 @@ async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, Ap
     } else {
         let waiting = app
             .queue
-            .submit(parsed.rows, parsed.delta)
+            .submit(parsed.rows, parsed.models, parsed.delta)
             .map_err(|error| submit_error(error, telemetry))?;
         committed(waiting).await?
     };

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use modelwatch_core::codec::{self, Dictionary};
-use modelwatch_core::event::{LabelEvent, PredictionEvent, ScoredPrediction, TimestampMs};
+use modelwatch_core::event::{LabelEvent, ScoredPrediction, TimestampMs};
 use modelwatch_core::quality::Sign;
 use modelwatch_store::{SqliteStore, StoreError, Writer};
 use rustc_hash::FxHashMap;
@@ -184,21 +184,25 @@ impl LabelState {
     pub fn on_prediction_stored<'a>(
         &mut self,
         writer: &mut dyn Writer,
-        event: &PredictionEvent,
+        names: &Dictionary,
+        prediction_id: &str,
+        stored_prediction: &[u8],
         ops: &mut Vec<QualityOp<'a>>,
     ) -> Result<(), StoreError> {
-        if self.held.is_empty() || self.held.remove(&event.prediction_id).is_none() {
+        if self.held.is_empty() || self.held.remove(prediction_id).is_none() {
             return Ok(());
         }
-        let id = event.prediction_id.as_str();
+        let id = prediction_id;
         let Some(stored) = writer.get_label(id)? else {
             return Ok(());
         };
         let (label, _) = codec::decode_label(id, &stored.body)
             .map_err(|error| StoreError::Corrupt(format!("label {id:?}: {error}")))?;
+        let prediction = codec::decode_scored(stored_prediction, names)
+            .map_err(|error| StoreError::Corrupt(format!("prediction {id:?}: {error}")))?;
         writer.put_label(id, false, &stored.body)?;
         ops.push(QualityOp {
-            prediction: Cow::Owned(ScoredPrediction::from(event)),
+            prediction: Cow::Owned(prediction),
             label: Cow::Owned(label),
             sign: Sign::Add,
         });
