@@ -931,33 +931,58 @@ impl Evaluator {
         now_ms: TimestampMs,
     ) -> Vec<Transition> {
         let mut transitions = Vec::new();
+        for model in aggregates.models.keys() {
+            transitions.extend(self.evaluate_model(aggregates, model, now_ms));
+        }
+        let known: Vec<&str> = aggregates.models.keys().map(String::as_str).collect();
+        transitions.extend(self.end_unknown(&known, now_ms));
+        transitions
+    }
+
+    /// Evaluates every rule that applies to `model` (a model the aggregates
+    /// know). Callers that hold a lock over the aggregates can take it per
+    /// model, so that writers are not held up by a long evaluation.
+    pub fn evaluate_model(
+        &mut self,
+        aggregates: &crate::series::Aggregates,
+        model: &str,
+        now_ms: TimestampMs,
+    ) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        let Some(state) = aggregates.models.get(model) else {
+            return transitions;
+        };
+        let newest_version = state
+            .versions
+            .iter()
+            .max_by_key(|(_, series)| series.newest_event_ms)
+            .map(|(version, _)| version.clone());
         for rule in &self.rules {
-            for (model, state) in &aggregates.models {
-                if !rule.applies_to(model) {
-                    continue;
-                }
-                let outcome = evaluate(aggregates, &self.slos, rule, model, now_ms);
-                let transition = self.tracker.step(rule, model, outcome, now_ms);
-                let newest_version = state
-                    .versions
-                    .iter()
-                    .max_by_key(|(_, series)| series.newest_event_ms)
-                    .map(|(version, _)| version.clone());
-                if let Some(alert) = self.tracker.alerts.get_mut(&(rule.id(), model.clone())) {
-                    alert.version = newest_version.clone();
-                }
-                if let Some(mut transition) = transition {
-                    transition.alert.version = newest_version;
-                    transitions.push(transition);
-                }
+            if !rule.applies_to(model) {
+                continue;
+            }
+            let outcome = evaluate(aggregates, &self.slos, rule, model, now_ms);
+            let transition = self.tracker.step(rule, model, outcome, now_ms);
+            if let Some(alert) = self.tracker.alerts.get_mut(&(rule.id(), model.to_owned())) {
+                alert.version = newest_version.clone();
+            }
+            if let Some(mut transition) = transition {
+                transition.alert.version = newest_version.clone();
+                transitions.push(transition);
             }
         }
-        // Instances of models the aggregates no longer know end too.
+        transitions
+    }
+
+    /// Ends the instances of models not in `known` and of rules that no
+    /// longer exist.
+    pub fn end_unknown(&mut self, known: &[&str], now_ms: TimestampMs) -> Vec<Transition> {
+        let mut transitions = Vec::new();
         let stale: Vec<(String, String)> = self
             .tracker
             .alerts
             .keys()
-            .filter(|(_, model)| !aggregates.models.contains_key(model))
+            .filter(|(_, model)| !known.contains(&model.as_str()))
             .cloned()
             .collect();
         for (rule_id, model) in stale {

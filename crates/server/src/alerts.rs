@@ -78,10 +78,23 @@ impl AlertEngine {
         view: &AlertView,
         now_ms: TimestampMs,
     ) -> Result<(), StoreError> {
-        let transitions = {
+        // The read lock is taken per model, so that a long evaluation (many
+        // models, SLO windows of weeks) never holds up the writer for long.
+        let models: Vec<String> = shared
+            .aggregates
+            .read()
+            .expect("aggregates lock")
+            .models
+            .keys()
+            .cloned()
+            .collect();
+        let mut transitions = Vec::new();
+        for model in &models {
             let aggregates = shared.aggregates.read().expect("aggregates lock");
-            self.evaluator.evaluate(&aggregates, now_ms)
-        };
+            transitions.extend(self.evaluator.evaluate_model(&aggregates, model, now_ms));
+        }
+        let known: Vec<&str> = models.iter().map(String::as_str).collect();
+        transitions.extend(self.evaluator.end_unknown(&known, now_ms));
         let state: Vec<(String, String)> = self
             .evaluator
             .tracker
