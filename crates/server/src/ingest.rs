@@ -518,16 +518,24 @@ fn commit_group(
         for (job, checks) in jobs.iter().zip(checks) {
             match job {
                 Job::Predictions { rows, delta, .. } => {
+                    let admitted: Vec<PredictionRow<'_>> = rows
+                        .iter()
+                        .zip(&checks)
+                        .filter(|(_, check)| check.is_ok())
+                        .map(|(row, _)| PredictionRow {
+                            prediction_id: &row.prediction_id,
+                            body: &row.stored,
+                        })
+                        .collect();
+                    let mut inserted = Vec::with_capacity(admitted.len());
+                    writer.insert_predictions(&admitted, &mut inserted)?;
+                    let mut inserted = inserted.into_iter();
                     let mut job_outcomes = Vec::with_capacity(rows.len());
                     for (row, check) in rows.iter().zip(checks) {
                         let outcome = match check {
                             Err(refusal) => RowOutcome::Refused(refusal),
                             Ok(()) => {
-                                let inserted = writer.insert_prediction(&PredictionRow {
-                                    prediction_id: &row.prediction_id,
-                                    body: &row.stored,
-                                })?;
-                                if inserted {
+                                if inserted.next().expect("one per admitted row") {
                                     labels.on_prediction_stored(
                                         writer,
                                         &dictionary,

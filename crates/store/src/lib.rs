@@ -62,6 +62,9 @@ pub trait Writer {
     /// Inserts a prediction; `false` when one with the same `prediction_id`
     /// is already stored (the row is then left untouched).
     fn insert_prediction(&mut self, row: &PredictionRow<'_>) -> Result<bool>;
+    /// [`Writer::insert_prediction`] for many rows, through one prepared
+    /// statement; `inserted` gets one entry per row.
+    fn insert_predictions(&mut self, rows: &[PredictionRow<'_>], inserted: &mut Vec<bool>) -> Result<()>;
     /// Adds an entry to the name dictionary of the stored form.
     fn insert_name(&mut self, id: u32, name: &str) -> Result<()>;
     fn put_aggregate(&mut self, key: &BucketKey, state: &[u8]) -> Result<()>;
@@ -456,6 +459,17 @@ impl Writer for SqliteWriter<'_> {
         )?;
         let inserted = statement.execute(params![row.prediction_id, row.body])?;
         Ok(inserted == 1)
+    }
+
+    fn insert_predictions(&mut self, rows: &[PredictionRow<'_>], inserted: &mut Vec<bool>) -> Result<()> {
+        let mut statement = self.transaction.prepare_cached(
+            "INSERT INTO predictions (prediction_id, body) VALUES (?1, ?2) ON CONFLICT (prediction_id) DO NOTHING",
+        )?;
+        inserted.reserve(rows.len());
+        for row in rows {
+            inserted.push(statement.execute(params![row.prediction_id, row.body])? == 1);
+        }
+        Ok(())
     }
 
     fn insert_name(&mut self, id: u32, name: &str) -> Result<()> {
