@@ -11,7 +11,9 @@ mod ingest_api;
 pub mod labels;
 pub mod metrics;
 pub mod notify;
+mod notify_api;
 mod query_api;
+pub mod remediation;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -54,6 +56,7 @@ pub fn app(app: App) -> Router {
         .route("/v1/models/{model}/operations", get(query_api::operations))
         .route("/v1/models/{model}/predictions", get(query_api::predictions))
         .route("/v1/models/{model}/features", get(query_api::features))
+        .route("/v1/remediations", get(notify_api::remediations))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
