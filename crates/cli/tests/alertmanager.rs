@@ -281,6 +281,13 @@ impl Harness {
         }
     }
 
+    /// Stops the delivery thread, as a shutdown does.
+    fn stop_delivery(&mut self) {
+        let (stopping, thread) = self.delivery.take().expect("delivery was started");
+        stopping.store(true, Ordering::Release);
+        thread.join().unwrap();
+    }
+
     fn start_delivery(&mut self) {
         let stopping = Arc::new(AtomicBool::new(false));
         let thread = notify::start_delivery(
@@ -521,6 +528,35 @@ fn a_down_receiver_loses_nothing_gets_backoff_and_no_storm() {
         .parse()
         .unwrap();
     assert!(ends_at.as_millisecond() <= unix_now_ms());
+}
+
+#[test]
+fn the_outbox_and_its_retry_state_survive_a_restart() {
+    let webhook_port = free_port();
+    let config = format!("receivers:\n  - name: hook\n    webhook: http://127.0.0.1:{webhook_port}/hook\n");
+    let mut harness = Harness::new(&config);
+    harness.fire(unix_now_ms() - 6 * MINUTE_MS);
+    harness.start_delivery();
+    assert!(
+        wait_until(Duration::from_secs(10), || harness.outbox()[0].attempts >= 1),
+        "{:?}",
+        harness.outbox()
+    );
+    harness.stop_delivery();
+    let before_restart = harness.outbox();
+    // A new process: a new notifier, store connection and delivery thread
+    // over the same database file.
+    harness.notifier = Notifier::new(harness.config.clone());
+    harness.alerts = AlertStore::open(&harness.database, Synchronous::Normal).unwrap();
+    assert_eq!(
+        harness.outbox(),
+        before_restart,
+        "the entry and its attempts are kept"
+    );
+    let hook = Hook::start_on(webhook_port);
+    harness.start_delivery();
+    harness.wait_for_empty_outbox("after the restart");
+    assert_eq!(webhook_alerts(&hook), [row("firing")]);
 }
 
 #[test]
