@@ -60,7 +60,6 @@ pub(crate) fn format_time(ms: i64) -> String {
 /// Decides what to send for each evaluation: one notification per
 /// transition and receiver, re-sends of firing alerts to Alertmanagers, and
 /// remediation actions (deduplicated, with a cooldown).
-#[derive(Debug)]
 pub struct Notifier {
     config: Arc<Config>,
     /// The remediation actions of each rule, by rule id.
@@ -68,6 +67,17 @@ pub struct Notifier {
     /// When each firing alert was last queued for each Alertmanager, by
     /// receiver and alert key. Lost on restart, which costs one early re-send.
     last_queued_ms: HashMap<(String, String), i64>,
+}
+
+/// Leaves the config out: it holds the actions' secret headers.
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Notifier")
+            .field("actions_by_rule", &self.actions_by_rule)
+            .field("last_queued_ms", &self.last_queued_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Notifier {

@@ -135,6 +135,18 @@ fn severity(alert: &Alert) -> &str {
     alert.labels.get("severity").map(String::as_str).unwrap_or("")
 }
 
+/// `url` without what may hold a secret (user information, the query and
+/// the fragment), for the audit log, which is served over the API.
+pub fn redacted_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or("");
+    let Some((scheme, rest)) = without_query.split_once("://") else {
+        return without_query.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
+
 fn record(action: &str, url: &str, alert: &Alert, decision: Decision) -> AuditRecord {
     AuditRecord {
         action: action.to_owned(),
@@ -147,7 +159,7 @@ fn record(action: &str, url: &str, alert: &Alert, decision: Decision) -> AuditRe
         active_since_ms: alert.active_since_ms,
         value: alert.value.is_finite().then_some(alert.value),
         severity: severity(alert).to_owned(),
-        url: url.to_owned(),
+        url: redacted_url(url),
         attempts: 0,
         detail: None,
         finished_at: None,
@@ -354,6 +366,15 @@ remediation:
 
     fn row(action: &str, model: &str, decision: Decision) -> (String, String, Decision) {
         (action.to_owned(), model.to_owned(), decision)
+    }
+
+    #[test]
+    fn audited_urls_carry_no_credentials_or_query() {
+        assert_eq!(
+            redacted_url("https://user:token@deploy.internal:8443/rollback?key=secret#x"),
+            "https://deploy.internal:8443/rollback"
+        );
+        assert_eq!(redacted_url("http://deploy.internal"), "http://deploy.internal");
     }
 
     #[test]
