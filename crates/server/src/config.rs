@@ -373,12 +373,7 @@ impl Config {
         for (name, action) in &self.remediation.actions {
             let field = format!("remediation.actions.{name}");
             check_url(&action.url, &field)?;
-            if !self
-                .remediation
-                .allowlist
-                .iter()
-                .any(|prefix| action.url.starts_with(prefix.as_str()))
-            {
+            if !crate::remediation::allowlisted(&action.url, &self.remediation.allowlist) {
                 return Err(format!(
                     "{field}.url: {} is not under any remediation.allowlist prefix",
                     action.url

@@ -12,7 +12,9 @@ mod ingest_api;
 pub mod labels;
 pub mod metrics;
 pub mod notify;
+mod notify_api;
 mod query_api;
+pub mod remediation;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -58,6 +60,7 @@ pub fn app(app: App) -> Router {
         .route("/v1/models/{model}/slo", get(alerts::model_slo))
         .route("/v1/alerts", get(alerts::active))
         .route("/v1/alerts/history", get(alerts::history))
+        .route("/v1/remediations", get(notify_api::remediations))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

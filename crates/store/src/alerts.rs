@@ -4,6 +4,9 @@
 //! must not queue behind the ingestion writer's group commits for its reads.
 //!
 //! Bodies are JSON text written by the server; the store does not read them.
+//! What the server must look rows up by is in columns of its own: the
+//! outbox's `key` (the alert instance or action a notification is about) and
+//! the audit log's `dedupe_key`.
 
 use std::path::Path;
 
@@ -25,6 +28,9 @@ pub struct LogEntry {
 pub struct OutboxEntry {
     pub id: i64,
     pub receiver: String,
+    /// What the entry is about (such as one alert), so that a sender can tell
+    /// whether something for it is still queued; empty when not given.
+    pub key: String,
     pub body: String,
     pub attempts: i64,
     pub next_attempt_ms: i64,
@@ -61,6 +67,7 @@ impl AlertStore {
         )?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "cache_size", -2048)?;
+        add_outbox_key_column(&connection)?;
         Ok(Self { connection })
     }
 
@@ -116,7 +123,7 @@ impl AlertStore {
     /// Up to `limit` notifications due at `now_ms`, oldest first.
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, receiver, body, attempts, next_attempt_ms FROM outbox
+            "SELECT id, receiver, key, body, attempts, next_attempt_ms FROM outbox
              WHERE next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = statement.query_map(params![now_ms, limit as i64], outbox_entry)?;
@@ -125,10 +132,32 @@ impl AlertStore {
 
     /// Every notification not delivered yet, oldest first.
     pub fn pending(&self) -> Result<Vec<OutboxEntry>> {
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT id, receiver, body, attempts, next_attempt_ms FROM outbox ORDER BY id")?;
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, receiver, key, body, attempts, next_attempt_ms FROM outbox ORDER BY id",
+        )?;
         let rows = statement.query_map([], outbox_entry)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// How many notifications are not delivered yet.
+    pub fn pending_count(&self) -> Result<u64> {
+        let count: i64 = self
+            .connection
+            .query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?;
+        Ok(count as u64)
+    }
+
+    /// The oldest undelivered entry of each receiver, when it is due at
+    /// `now_ms`. Delivering only these keeps each receiver's entries in the
+    /// order they were queued (a resolution never overtakes its firing), and
+    /// an entry that waits for its retry holds back the entries behind it.
+    pub fn due_heads(&self, now_ms: i64) -> Result<Vec<OutboxEntry>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, receiver, key, body, attempts, next_attempt_ms FROM outbox
+             WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY receiver) AND next_attempt_ms <= ?1
+             ORDER BY id",
+        )?;
+        let rows = statement.query_map([now_ms], outbox_entry)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -151,13 +180,60 @@ impl AlertStore {
     }
 }
 
+impl crate::Reader {
+    /// Up to `limit` remediation audit entries older than `before_id`, newest
+    /// first (for the read API, off the alert store's connection).
+    pub fn remediations(&self, limit: usize, before_id: Option<i64>) -> Result<Vec<LogEntry>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, at_ms, body FROM remediations WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![before_id.unwrap_or(i64::MAX), limit as i64], log_entry)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+/// Databases created by development builds of schema 3 before the outbox had
+/// its `key` column get it here (the column is empty for their old rows).
+fn add_outbox_key_column(connection: &Connection) -> Result<()> {
+    let has_key = |connection: &Connection| -> Result<bool> {
+        let mut statement = connection.prepare("SELECT name FROM pragma_table_info('outbox')")?;
+        let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+        for name in names {
+            if name? == "key" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    if has_key(connection)? {
+        return Ok(());
+    }
+    let transaction =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    // Another connection may have added it while this one waited for the lock.
+    if !has_key(&transaction)? {
+        transaction.execute("ALTER TABLE outbox ADD COLUMN key TEXT NOT NULL DEFAULT ''", [])?;
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+fn log_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<LogEntry> {
+    Ok(LogEntry {
+        id: row.get(0)?,
+        at_ms: row.get(1)?,
+        body: row.get(2)?,
+    })
+}
+
 fn outbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
     Ok(OutboxEntry {
         id: row.get(0)?,
         receiver: row.get(1)?,
-        body: row.get(2)?,
-        attempts: row.get(3)?,
-        next_attempt_ms: row.get(4)?,
+        key: row.get(2)?,
+        body: row.get(3)?,
+        attempts: row.get(4)?,
+        next_attempt_ms: row.get(5)?,
     })
 }
 
@@ -199,12 +275,48 @@ impl AlertWriter<'_> {
 
     /// Queues a notification for `receiver`, due at once.
     pub fn enqueue(&mut self, receiver: &str, body: &str, now_ms: i64) -> Result<i64> {
+        self.enqueue_keyed(receiver, "", body, now_ms)
+    }
+
+    /// Queues a notification for `receiver` about `key` (see
+    /// [`AlertWriter::is_queued`]), due at once.
+    pub fn enqueue_keyed(&mut self, receiver: &str, key: &str, body: &str, now_ms: i64) -> Result<i64> {
         self.transaction
             .prepare_cached(
-                "INSERT INTO outbox (receiver, body, attempts, next_attempt_ms) VALUES (?1, ?2, 0, ?3)",
+                "INSERT INTO outbox (receiver, key, body, attempts, next_attempt_ms) VALUES (?1, ?2, ?3, 0, ?4)",
             )?
-            .execute(params![receiver, body, now_ms])?;
+            .execute(params![receiver, key, body, now_ms])?;
         Ok(self.transaction.last_insert_rowid())
+    }
+
+    /// Whether an entry for `receiver` about `key` is still undelivered.
+    pub fn is_queued(&self, receiver: &str, key: &str) -> Result<bool> {
+        Ok(self
+            .transaction
+            .prepare_cached("SELECT 1 FROM outbox WHERE receiver = ?1 AND key = ?2 LIMIT 1")?
+            .exists(params![receiver, key])?)
+    }
+
+    /// The most recent remediation entry whose `dedupe_key` is `key`, as this
+    /// transaction sees it.
+    pub fn last_remediation(&self, key: &str) -> Result<Option<LogEntry>> {
+        Ok(self
+            .transaction
+            .prepare_cached(
+                "SELECT id, at_ms, body FROM remediations WHERE dedupe_key = ?1 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([key], log_entry)
+            .optional()?)
+    }
+
+    /// The remediation entries whose `dedupe_key` is `key` recorded at or
+    /// after `since_ms`, oldest first.
+    pub fn remediations_since(&self, key: &str, since_ms: i64) -> Result<Vec<LogEntry>> {
+        let mut statement = self.transaction.prepare_cached(
+            "SELECT id, at_ms, body FROM remediations WHERE dedupe_key = ?1 AND at_ms >= ?2 ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![key, since_ms], log_entry)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     pub fn delivered(&mut self, id: i64) -> Result<()> {
@@ -245,8 +357,10 @@ pub(crate) const SCHEMA: &str = "
         receiver TEXT NOT NULL,
         body TEXT NOT NULL,
         attempts INTEGER NOT NULL,
-        next_attempt_ms INTEGER NOT NULL
+        next_attempt_ms INTEGER NOT NULL,
+        key TEXT NOT NULL DEFAULT ''
     );
+    CREATE INDEX IF NOT EXISTS outbox_receiver ON outbox (receiver, id);
 ";
 
 #[cfg(test)]
@@ -292,5 +406,100 @@ mod tests {
         assert_eq!(alerts.pending().unwrap().len(), 2);
         assert_eq!(alerts.last_remediation("rollback/m").unwrap().unwrap().body, "r1");
         assert!(alerts.last_remediation("retrain/m").unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    fn open_alerts() -> (tempfile::TempDir, AlertStore) {
+        let directory = tempfile::tempdir().unwrap();
+        let store = crate::SqliteStore::open(directory.path(), Synchronous::Normal).unwrap();
+        let alerts = AlertStore::open(store.path(), Synchronous::Normal).unwrap();
+        (directory, alerts)
+    }
+
+    #[test]
+    fn heads_keep_each_receivers_order_and_wait_for_retries() {
+        let (_directory, mut alerts) = open_alerts();
+        let (first, _second, other) = alerts
+            .transaction(|writer| {
+                Ok((
+                    writer.enqueue_keyed("am", "a1", "fire", 10)?,
+                    writer.enqueue_keyed("am", "a1", "resolve", 20)?,
+                    writer.enqueue_keyed("hook", "a2", "fire", 10)?,
+                ))
+            })
+            .unwrap();
+        let heads = alerts.due_heads(100).unwrap();
+        assert_eq!(
+            heads.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+            [first, other]
+        );
+        assert_eq!(heads[0].key, "a1");
+        // The head waits for its retry: nothing of "am" is due, not even the
+        // entry behind it.
+        alerts
+            .transaction(|writer| writer.postpone(first, 1, 1000))
+            .unwrap();
+        assert_eq!(alerts.due_heads(100).unwrap().len(), 1);
+        alerts
+            .transaction(|writer| {
+                assert!(writer.is_queued("am", "a1")?);
+                assert!(!writer.is_queued("hook", "a1")?);
+                writer.delivered(first)
+            })
+            .unwrap();
+        assert_eq!(alerts.due_heads(100).unwrap()[0].body, "resolve");
+        assert_eq!(alerts.pending_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn remediation_reads_see_the_transactions_own_writes() {
+        let (_directory, mut alerts) = open_alerts();
+        alerts
+            .transaction(|writer| {
+                writer.append_remediation(10, "run", "old")?;
+                writer.append_remediation(20, "skip", "skipped")?;
+                writer.append_remediation(30, "run", "new")?;
+                assert_eq!(writer.last_remediation("run")?.unwrap().body, "new");
+                let since: Vec<String> = writer
+                    .remediations_since("run", 15)?
+                    .into_iter()
+                    .map(|entry| entry.body)
+                    .collect();
+                assert_eq!(since, ["new"]);
+                Ok(())
+            })
+            .unwrap();
+        let path = alerts.connection.path().unwrap().to_owned();
+        let reader = crate::Reader::open_path(std::path::Path::new(&path)).unwrap();
+        let bodies: Vec<String> = reader
+            .remediations(2, None)
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.body)
+            .collect();
+        assert_eq!(bodies, ["new", "skipped"]);
+    }
+
+    #[test]
+    fn an_outbox_without_the_key_column_gets_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("old.db");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE outbox (id INTEGER PRIMARY KEY, receiver TEXT NOT NULL, body TEXT NOT NULL,
+                 attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL);
+                 INSERT INTO outbox (receiver, body, attempts, next_attempt_ms) VALUES ('am', 'old', 0, 0);",
+            )
+            .unwrap();
+        let alerts = AlertStore::open(&path, Synchronous::Normal).unwrap();
+        let pending = alerts.pending().unwrap();
+        assert_eq!((pending[0].body.as_str(), pending[0].key.as_str()), ("old", ""));
+        // Opening again finds the column and leaves it.
+        AlertStore::open(&path, Synchronous::Normal).unwrap();
     }
 }
