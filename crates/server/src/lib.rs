@@ -11,6 +11,7 @@ mod ingest_api;
 pub mod labels;
 pub mod metrics;
 pub mod notify;
+pub mod promql;
 mod query_api;
 pub mod state;
 
