@@ -120,6 +120,21 @@ fn regex_escape(text: &str) -> String {
     out
 }
 
+/// A name as a YAML key: bare when it is a Prometheus label name (as alert
+/// and label names are meant to be), quoted otherwise.
+fn yaml_key(name: &str) -> String {
+    let mut characters = name.chars();
+    let bare = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && characters.all(|character| character.is_ascii_alphanumeric() || character == '_');
+    if bare {
+        name.to_owned()
+    } else {
+        promql_string(name)
+    }
+}
+
 /// A double-quoted PromQL (and YAML, and JSON) string.
 fn promql_string(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
@@ -438,7 +453,7 @@ fn write_alert(out: &mut String, rule: &Rule, expression: &str, comment: &str) {
     if !comment.is_empty() {
         let _ = writeln!(out, "      # {comment}");
     }
-    let _ = writeln!(out, "      - alert: {}", promql_string(&rule.name));
+    let _ = writeln!(out, "      - alert: {}", yaml_key(&rule.name));
     write_expression(out, expression);
     if rule.for_ms > 0 {
         let _ = writeln!(out, "        for: {}", duration(rule.for_ms));
@@ -460,7 +475,7 @@ fn write_map(out: &mut String, key: &str, map: &std::collections::BTreeMap<Strin
     }
     let _ = writeln!(out, "        {key}:");
     for (name, value) in map {
-        let _ = writeln!(out, "          {}: {}", promql_string(name), promql_string(value));
+        let _ = writeln!(out, "          {}: {}", yaml_key(name), promql_string(value));
     }
 }
 
