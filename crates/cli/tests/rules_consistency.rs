@@ -15,6 +15,9 @@
 //! expects, at every step and for every alert name, exactly the alerts the
 //! native tracker has firing (labels and rendered annotations).
 //!
+//! Some labels are corrected, which the `/metrics` counters show as a
+//! retraction of the old pair beside the new one.
+//!
 //! Labels arrive in the minute of their prediction, where counting them by
 //! arrival (Prometheus) and by prediction time (modelwatch) agree. Scenario
 //! values keep clear of thresholds, where the two sides' floating-point
@@ -57,6 +60,9 @@ struct Minute {
     low_confidence: usize,
     /// Labeled predictions whose label says another class.
     wrong: usize,
+    /// Labeled predictions first labeled with yet another class, then
+    /// corrected (the old label retracted, the new one added).
+    corrected: usize,
 }
 
 impl Minute {
@@ -69,17 +75,19 @@ impl Minute {
             one_class: false,
             low_confidence: 0,
             wrong: 0,
+            corrected: 0,
         }
     }
 }
 
-/// The prediction events of one model's minute, each with its label (if it
-/// predicted a class), all within the minute.
+/// The prediction events of one model's minute, each with its labels (if it
+/// predicted a class) in the order the label join applies them, all within
+/// the minute.
 fn events_of_minute(
     model: &str,
     minute: i64,
     profile: &Minute,
-) -> Vec<(PredictionEvent, Option<LabelEvent>)> {
+) -> Vec<(PredictionEvent, Vec<(LabelEvent, Sign)>)> {
     let spacing_ms = MINUTE_MS / (profile.requests as i64 + 1);
     (0..profile.requests)
         .map(|index| {
@@ -124,21 +132,28 @@ fn events_of_minute(
                 features: Vec::new(),
                 segments: Vec::new(),
             };
-            let label = (!failed).then(|| {
+            let label = |actual: &str, delay_ms: i64| LabelEvent {
+                prediction_id: prediction_id.clone(),
+                actual: Actual::Class(actual.to_owned()),
+                timestamp_ms: timestamp_ms + delay_ms,
+                business: Vec::new(),
+            };
+            let mut labels = Vec::new();
+            if !failed {
                 let wrong = index >= profile.requests - profile.wrong;
                 let actual = match (wrong, class) {
                     (false, class) => class,
                     (true, "a") => "b",
                     (true, _) => "a",
                 };
-                LabelEvent {
-                    prediction_id,
-                    actual: Actual::Class(actual.to_owned()),
-                    timestamp_ms: timestamp_ms + 1,
-                    business: Vec::new(),
+                if index < profile.errors + profile.corrected {
+                    let mistaken = if class == "c" { "b" } else { "c" };
+                    labels.push((label(mistaken, 1), Sign::Add));
+                    labels.push((label(mistaken, 2), Sign::Retract));
                 }
-            });
-            (event, label)
+                labels.push((label(actual, 2), Sign::Add));
+            }
+            (event, labels)
         })
         .collect()
 }
@@ -299,6 +314,8 @@ fn yaml_map(map: &BTreeMap<String, String>) -> String {
 }
 
 struct Outcome {
+    /// Labels retracted by corrections, over the whole scenario.
+    retracted: u64,
     /// Per evaluation step (ms), per alert name, the firing alerts.
     firing: BTreeMap<i64, BTreeMap<String, BTreeSet<Firing>>>,
     test_file: String,
@@ -367,10 +384,10 @@ fn run(scenario: &Scenario) -> Outcome {
             break;
         }
         for (model, profile) in &scenario.models {
-            for (event, label) in events_of_minute(model, minute, &profile(minute)) {
+            for (event, labels) in events_of_minute(model, minute, &profile(minute)) {
                 aggregates.apply(&event, &mut changes);
-                if let Some(label) = label {
-                    aggregates.apply_label(&ScoredPrediction::from(&event), &label, Sign::Add, &mut changes);
+                for (label, sign) in labels {
+                    aggregates.apply_label(&ScoredPrediction::from(&event), &label, sign, &mut changes);
                 }
             }
         }
@@ -421,7 +438,13 @@ fn run(scenario: &Scenario) -> Outcome {
             }
         }
     }
+    let retracted = samples
+        .iter()
+        .filter(|(series, _)| series.starts_with("ml_prediction_label_retracted_total"))
+        .filter_map(|(_, values)| values.last())
+        .sum();
     Outcome {
+        retracted,
         firing,
         test_file,
         rule_file,
@@ -449,6 +472,11 @@ fn check(scenario: &Scenario) {
             scenario.name
         );
     }
+    assert!(
+        outcome.retracted > 0,
+        "no label was corrected in {}",
+        scenario.name
+    );
     let directory = tempfile::tempdir().expect("temp dir");
     std::fs::write(directory.path().join("rules.yml"), &outcome.rule_file).expect("write rules");
     std::fs::write(directory.path().join("test.yml"), &outcome.test_file).expect("write test");
@@ -481,6 +509,7 @@ fn alerts_fire_at_the_same_steps_natively_and_in_promql() {
     fn fraud(minute: i64) -> Minute {
         let mut profile = Minute {
             wrong: 1,
+            corrected: 2,
             ..Minute::baseline()
         };
         match minute {
@@ -556,6 +585,7 @@ fn burn_rate_alerts_fire_at_the_same_steps_natively_and_in_promql() {
         let mut profile = Minute::baseline();
         // 0.05% errors: burn 0.5 against 99.9%.
         profile.errors = usize::from(minute % 100 == 0);
+        profile.corrected = 1;
         // 3% wrong: burn 0.6 against 0.95.
         profile.wrong = if minute % 5 == 0 { 3 } else { 0 };
         // Availability incident, 5% errors (burn 50): pages, then tickets.
