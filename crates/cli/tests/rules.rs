@@ -173,3 +173,26 @@ fn the_committed_rule_unit_tests_pass_promtool() {
     let report = promtool(&["test", "rules", "tests.yml"], &repo_root().join("rules"));
     assert!(report.contains("SUCCESS"), "{report}");
 }
+
+#[test]
+fn a_config_error_is_reported_with_its_field_and_no_rules() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let config = directory.path().join("bad.yaml");
+    std::fs::write(
+        &config,
+        "alerts:\n  rules:\n    Mine:\n      measure: error_ratio\n      op: '>'\n      threshold: 0.1\n",
+    )
+    .expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args(["rules", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run modelwatch rules");
+    assert!(!output.status.success(), "an invalid config was accepted");
+    assert!(
+        output.stdout.is_empty(),
+        "rules were printed for an invalid config"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("alerts.rules.Mine.range"), "{stderr}");
+}
