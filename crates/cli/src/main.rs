@@ -1,5 +1,5 @@
-//! The `modelwatch` command: `serve` runs the monitoring server, `check`
-//! validates a config file.
+//! The `modelwatch` command: `serve` runs the monitoring server, `rules`
+//! prints the equivalent Prometheus rules, `check` validates a config file.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -36,6 +36,12 @@ enum Command {
         #[arg(long, env = "MODELWATCH_DATA", default_value = "./modelwatch-data")]
         data: PathBuf,
         /// YAML config file; defaults apply without one.
+        #[arg(long, env = "MODELWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the alert rules and SLOs in force as Prometheus rules (YAML).
+    Rules {
+        /// YAML config file; the default rules without one.
         #[arg(long, env = "MODELWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -84,6 +90,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir: data,
                 },
             ))?;
+            Ok(())
+        }
+        Command::Rules { config } => {
+            let config = load_config(config.as_ref())?;
+            let slos = config.slos().map_err(anyhow::Error::msg)?;
+            let rules = config.rules().map_err(anyhow::Error::msg)?;
+            print!("{}", modelwatch_server::promql::rule_file(&rules, &slos));
             Ok(())
         }
         Command::Check { config } => {

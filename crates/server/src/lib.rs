@@ -13,6 +13,7 @@ pub mod labels;
 pub mod metrics;
 pub mod notify;
 mod notify_api;
+pub mod promql;
 mod query_api;
 pub mod remediation;
 pub mod state;
