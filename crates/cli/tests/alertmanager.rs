@@ -630,3 +630,117 @@ fn a_refused_remediation_is_audited_as_failed() {
     assert!(audit[0].finished_at.is_some());
     assert_eq!(target.received().len(), 1);
 }
+
+/// The whole path on the real binary: events make `modelwatch serve`'s own
+/// evaluator fire; it notifies a real Alertmanager (which forwards to a
+/// receiver here), a generic webhook and a remediation endpoint; then the
+/// alert resolves and both receivers hear of it.
+#[test]
+fn the_server_notifies_alertmanager_webhooks_and_remediation_end_to_end() {
+    let from_alertmanager = Hook::start();
+    let direct = Hook::start();
+    let alertmanager = Alertmanager::start(&from_alertmanager.url("/from-alertmanager"));
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "alerts:\n  evaluation_interval: 1s\n  rules:\n    MLModelHighErrorRate:\n      for: 1s\n      actions: [rollback]\n\
+             receivers:\n  - name: am\n    alertmanager: {am}\n    resend_interval: 1m\n  - name: hook\n    webhook: {hook}\n\
+             remediation:\n  allowlist: ['{allow}']\n  actions:\n    rollback:\n      url: {rollback}\n      cooldown: 1h\n",
+            am = alertmanager.url(),
+            hook = direct.url("/alerts"),
+            allow = direct.url("/"),
+            rollback = direct.url("/rollback"),
+        ),
+    )
+    .unwrap();
+    let server = support::Server::builder(&directory.path().join("data"))
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .start();
+    let event = |id: usize, error: bool| {
+        let mut event = serde_json::json!({
+            "prediction_id": format!("p{id}"), "model": "fraud", "version": "v7", "latency_seconds": 0.01,
+        });
+        if error {
+            event["status"] = "error".into();
+            event["error_type"] = "ValueError".into();
+        } else {
+            event["prediction"] = "1".into();
+            event["confidence"] = 0.9.into();
+        }
+        event.to_string()
+    };
+    // 10% errors: MLModelHighErrorRate fires after its 1s `for`.
+    let lines: Vec<String> = (0..100).map(|id| event(id, id % 10 == 0)).collect();
+    assert_eq!(server.post_ndjson("/v1/predictions", &lines).0, 200);
+
+    let high_error = |hook: &Hook| -> Vec<String> {
+        hook.received()
+            .iter()
+            .filter(|request| request.path != "/rollback")
+            .flat_map(|request| request.body["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|alert| alert["labels"]["alertname"] == "MLModelHighErrorRate")
+            .map(|alert| alert["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    for (name, hook) in [("Alertmanager", &from_alertmanager), ("the webhook", &direct)] {
+        assert!(
+            wait_until(DELIVERY_DEADLINE, || high_error(hook).first().map(String::as_str)
+                == Some("firing")),
+            "{name} did not get the firing alert: {:?}\nAlertmanager's log:\n{}\nmodelwatch's log:\n{}",
+            hook.received(),
+            alertmanager.log(),
+            server.log()
+        );
+    }
+    assert!(
+        wait_until(DELIVERY_DEADLINE, || {
+            direct
+                .received()
+                .iter()
+                .any(|request| request.path == "/rollback")
+        }),
+        "no rollback call: {:?}",
+        direct.received()
+    );
+    let rollback = direct
+        .received()
+        .into_iter()
+        .find(|request| request.path == "/rollback")
+        .unwrap();
+    assert_eq!(rollback.body["model"], "fraud");
+    assert_eq!(rollback.body["version"], "v7");
+    assert_eq!(rollback.body["alert"], "MLModelHighErrorRate");
+    assert!(
+        (rollback.body["value"].as_f64().unwrap() - 0.1).abs() < 1e-12,
+        "{:?}",
+        rollback.body
+    );
+    let audit_delivered = || {
+        let (status, _, body) = server.get("/v1/remediations");
+        assert_eq!(status, 200, "{body}");
+        body.contains("\"delivered\"")
+    };
+    assert!(
+        wait_until(DELIVERY_DEADLINE, audit_delivered),
+        "{:?}",
+        server.get("/v1/remediations")
+    );
+
+    // 2000 good events: 10/2100 < 1%, so the alert resolves.
+    let lines: Vec<String> = (1000..3000).map(|id| event(id, false)).collect();
+    assert_eq!(server.post_ndjson("/v1/predictions", &lines).0, 200);
+    for (name, hook) in [("Alertmanager", &from_alertmanager), ("the webhook", &direct)] {
+        assert!(
+            wait_until(DELIVERY_DEADLINE, || high_error(hook).last().map(String::as_str)
+                == Some("resolved")),
+            "{name} did not get the resolution: {:?}\nAlertmanager's log:\n{}",
+            high_error(hook),
+            alertmanager.log()
+        );
+    }
+    // The webhook got each transition once: no storm.
+    assert_eq!(high_error(&direct), ["firing", "resolved"]);
+}
