@@ -64,6 +64,9 @@ impl AlertEngine {
                 Err(error) => warn!(%key, %error, "dropping an unreadable persisted alert"),
             }
         }
+        // Restored alerts are listed at once, not only after the first evaluation.
+        *shared.alerts.active.write().expect("alert view lock") =
+            evaluator.tracker.active().cloned().collect();
         Ok(Self {
             evaluator,
             store,
