@@ -246,6 +246,15 @@ fn an_alert_fires_resolves_and_survives_a_restart() {
         120.0
     );
 
+    // modelwatch's own view of its alerting.
+    assert!(sample("modelwatch_alerts", &[("state", "firing")]) >= 1.0);
+    assert!(sample("modelwatch_alert_evaluations_total", &[]) >= 1.0);
+    assert_eq!(
+        sample("modelwatch_notifications_pending", &[]),
+        0.0,
+        "no receiver is configured"
+    );
+
     // A restart keeps the history and the firing alert (with its start time).
     let fired_at = firing["fired_at"].clone();
     server.stop();

@@ -226,13 +226,15 @@ pub(crate) async fn history(
             ApiError::new(ErrorCode::InvalidParameter, "limit must be within 1..=1000").with_field("limit"),
         );
     }
-    let path = app.shared.readers.path().to_owned();
-    let synchronous = app.shared.config.storage.synchronous();
+    let shared = app.shared.clone();
     let entries = tokio::task::spawn_blocking(move || {
-        AlertStore::open(&path, synchronous).and_then(|store| store.history(limit, query.before))
+        shared
+            .readers
+            .with(|reader| reader.alert_history(limit, query.before))
     })
     .await
     .map_err(|error| ApiError::new(ErrorCode::StorageUnavailable, error.to_string()))?
+    .ok_or_else(|| ApiError::new(ErrorCode::StorageUnavailable, "no read connection"))?
     .map_err(|error| ApiError::new(ErrorCode::StorageUnavailable, error.to_string()))?;
     let next_before = (entries.len() == limit).then(|| entries.last().map(|entry| entry.id));
     let entries: Vec<serde_json::Value> = entries

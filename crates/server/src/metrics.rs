@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use modelwatch_core::aggregate::Counters;
+use modelwatch_core::alerting::AlertState;
 use modelwatch_core::limits::OTHER;
 use modelwatch_core::quality::{ClassScores, ClassificationReport};
 use modelwatch_core::series::Aggregates;
@@ -450,6 +451,44 @@ impl Collector for StateCollector {
             MetricType::Counter,
         )?;
         counter(&mut family, telemetry.wal_truncations.load(Ordering::Relaxed))?;
+        let active = self.shared.alerts.active.read().expect("alert view lock").clone();
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_alerts",
+            "Alerts pending or firing now, as the native evaluator last found them",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in [AlertState::Pending, AlertState::Firing] {
+            let count = active.iter().filter(|alert| alert.state == state).count();
+            let labels = [(
+                "state",
+                if state == AlertState::Pending {
+                    "pending"
+                } else {
+                    "firing"
+                },
+            )];
+            gauge(&mut family.encode_family(&labels)?, count as f64)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "modelwatch_alert_evaluations",
+            "Evaluations of every alert rule",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(
+            &mut family,
+            self.shared.alerts.evaluations.load(Ordering::Relaxed),
+        )?;
+        if let Some(Ok(pending)) = self.shared.readers.with(|reader| reader.outbox_pending()) {
+            let mut family = encoder.encode_descriptor(
+                "modelwatch_notifications_pending",
+                "Notifications and remediation calls queued and not delivered yet (retried with backoff)",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut family, pending as f64)?;
+        }
         let commit_seconds = telemetry.commit_seconds.lock().expect("telemetry lock").clone();
         let mut family = encoder.encode_descriptor(
             "modelwatch_commit_duration_seconds",

@@ -190,6 +190,22 @@ impl crate::Reader {
         let rows = statement.query_map(params![before_id.unwrap_or(i64::MAX), limit as i64], log_entry)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+
+    /// Up to `limit` alert history entries older than `before_id`, newest first.
+    pub fn alert_history(&self, limit: usize, before_id: Option<i64>) -> Result<Vec<LogEntry>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, at_ms, body FROM alert_history WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![before_id.unwrap_or(i64::MAX), limit as i64], log_entry)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Notifications (and remediation calls) not delivered yet.
+    pub fn outbox_pending(&self) -> Result<u64> {
+        Ok(self
+            .connection
+            .query_row("SELECT count(*) FROM outbox", [], |row| row.get::<_, i64>(0))? as u64)
+    }
 }
 
 /// Databases created by development builds of schema 3 before the outbox had
