@@ -57,14 +57,7 @@ impl AlertStore {
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Self> {
         let connection = Connection::open(path)?;
         connection.pragma_update(None, "busy_timeout", 10_000)?;
-        connection.pragma_update(
-            None,
-            "synchronous",
-            match synchronous {
-                Synchronous::Full => "FULL",
-                Synchronous::Normal => "NORMAL",
-            },
-        )?;
+        connection.pragma_update(None, "synchronous", synchronous.pragma())?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "cache_size", -2048)?;
         add_outbox_key_column(&connection)?;

@@ -49,6 +49,16 @@ pub enum Synchronous {
     Normal,
 }
 
+impl Synchronous {
+    /// The value of SQLite's `synchronous` pragma.
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
 /// A prediction row as stored.
 #[derive(Debug, Clone, Copy)]
 pub struct PredictionRow<'a> {
@@ -122,14 +132,7 @@ impl SqliteStore {
         // (fewer pages, shallower trees). Only takes effect on a new database.
         connection.pragma_update(None, "page_size", 65536)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(
-            None,
-            "synchronous",
-            match synchronous {
-                Synchronous::Full => "FULL",
-                Synchronous::Normal => "NORMAL",
-            },
-        )?;
+        connection.pragma_update(None, "synchronous", synchronous.pragma())?;
         connection.pragma_update(None, "busy_timeout", 5000)?;
         // Checkpoints run on their own connection (see `Checkpointer`), not
         // inside the writer's commits.
