@@ -436,7 +436,8 @@ fn a_down_receiver_loses_nothing_gets_backoff_and_no_storm() {
     let webhook_port = free_port();
     let alertmanager_port = free_port();
     let mut harness = Harness::new(&format!(
-        "receivers:\n  - name: hook\n    webhook: http://127.0.0.1:{webhook_port}/hook\n  - name: am\n    alertmanager: http://127.0.0.1:{alertmanager_port}\n    resend_interval: 1s\n"
+        "receivers:\n  - name: hook\n    webhook: http://127.0.0.1:{webhook_port}/hook\n  - name: am\n    alertmanager: http://127.0.0.1:{alertmanager_port}\n    resend_interval: 1s\n\
+         remediation:\n  allowlist: ['http://127.0.0.1:{webhook_port}/']\n"
     ));
     let start_ms = unix_now_ms() - 10 * MINUTE_MS;
     harness.fire(start_ms);
@@ -533,7 +534,10 @@ fn a_down_receiver_loses_nothing_gets_backoff_and_no_storm() {
 #[test]
 fn the_outbox_and_its_retry_state_survive_a_restart() {
     let webhook_port = free_port();
-    let config = format!("receivers:\n  - name: hook\n    webhook: http://127.0.0.1:{webhook_port}/hook\n");
+    let config = format!(
+        "receivers:\n  - name: hook\n    webhook: http://127.0.0.1:{webhook_port}/hook\n\
+         remediation:\n  allowlist: ['http://127.0.0.1:{webhook_port}/']\n"
+    );
     let mut harness = Harness::new(&config);
     harness.fire(unix_now_ms() - 6 * MINUTE_MS);
     harness.start_delivery();

@@ -365,6 +365,16 @@ impl Config {
             for url in urls.into_iter().flatten() {
                 check_url(url, &field)?;
             }
+            // Every outbound webhook goes through the allowlist, not only
+            // remediation actions.
+            if let Some(url) = &receiver.webhook
+                && !crate::remediation::allowlisted(url, &self.remediation.allowlist)
+            {
+                return Err(format!(
+                    "{field}.webhook: {url} is not under any remediation.allowlist prefix \
+                     (the allowlist applies to every webhook: receivers and actions)"
+                ));
+            }
         }
         Ok(())
     }
@@ -462,6 +472,21 @@ mod alert_config_tests {
         let error =
             Config::parse("alerts:\n  rules:\n    MLModelHighLatency:\n      treshold: 0.3\n").unwrap_err();
         assert!(error.contains("treshold") && error.contains("line 4"), "{error}");
+    }
+
+    #[test]
+    fn webhook_receivers_must_be_allowlisted() {
+        let error =
+            Config::parse("receivers:\n  - name: hook\n    webhook: http://evil.example/x\n").unwrap_err();
+        assert!(
+            error.contains("receivers[0].webhook") && error.contains("allowlist"),
+            "{error}"
+        );
+        Config::parse(
+            "receivers:\n  - name: hook\n    webhook: http://hooks.internal/x\n\
+             remediation:\n  allowlist: ['http://hooks.internal/']\n",
+        )
+        .unwrap();
     }
 
     #[test]
