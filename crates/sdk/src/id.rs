@@ -32,6 +32,7 @@ static PROCESS_RANDOM: OnceLock<u64> = OnceLock::new();
 
 impl PredictionId {
     /// A new id for a prediction made at `unix_millis`.
+    #[inline]
     pub fn new(unix_millis: u64) -> Self {
         let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) & ((1 << SEQUENCE_BITS) - 1);
         // std seeds RandomState from the operating system's randomness: a

@@ -95,6 +95,7 @@
 
 #![deny(missing_docs)]
 
+mod clock;
 mod exposition;
 mod id;
 mod metrics;

@@ -231,6 +231,7 @@ pub(crate) struct ClassHandles {
 }
 
 impl ClassHandles {
+    #[inline]
     pub(crate) fn record(&self, confidence: Option<f64>) {
         self.count.inc();
         if let Some(confidence) = confidence {
@@ -251,10 +252,17 @@ pub(crate) struct ClassTable {
 
 impl ClassTable {
     /// Counts a prediction of `class`, with its confidence.
+    #[inline]
     pub(crate) fn record(&self, metrics: &Metrics, model_name: &str, class: &str, confidence: Option<f64>) {
         if let Some(handles) = self.declared.iter().find(|handles| handles.class == class) {
             return handles.record(confidence);
         }
+        self.record_undeclared(metrics, model_name, class, confidence);
+    }
+
+    /// The classes not declared up front: behind a lock, and bounded.
+    #[inline(never)]
+    fn record_undeclared(&self, metrics: &Metrics, model_name: &str, class: &str, confidence: Option<f64>) {
         {
             let dynamic = self
                 .dynamic
@@ -297,11 +305,13 @@ pub(crate) struct ModelHandles {
 }
 
 impl ModelHandles {
+    #[inline]
     pub(crate) fn record_request(&self, latency_seconds: f64) {
         self.requests.inc();
         self.latency.observe(latency_seconds);
     }
 
+    #[inline]
     pub(crate) fn record_class(&self, class: &str, confidence: Option<f64>) {
         self.classes
             .record(&self.metrics, &self.model_name, class, confidence);

@@ -73,6 +73,7 @@ pub enum Output {
 impl Prediction {
     /// A predicted class, without confidence. A `&'static str` costs no
     /// allocation.
+    #[inline]
     pub fn class(class: impl Into<Cow<'static, str>>) -> Self {
         Self {
             output: Output::Class(class.into()),
@@ -82,6 +83,7 @@ impl Prediction {
     }
 
     /// A predicted value (regression).
+    #[inline]
     pub fn value(value: f64) -> Self {
         Self {
             output: Output::Value(value),
@@ -117,17 +119,20 @@ impl Prediction {
     /// Sets the confidence of the predicted class, in [0, 1]. A value outside
     /// that range (or NaN) is recorded as no confidence.
     #[must_use]
+    #[inline]
     pub fn with_confidence(mut self, confidence: f64) -> Self {
         self.confidence = (0.0..=1.0).contains(&confidence).then_some(confidence);
         self
     }
 
     /// The output: a class or a value.
+    #[inline]
     pub fn output(&self) -> &Output {
         &self.output
     }
 
     /// The predicted class, if the model is a classifier.
+    #[inline]
     pub fn predicted_class(&self) -> Option<&str> {
         match &self.output {
             Output::Class(class) => Some(class),
@@ -144,11 +149,13 @@ impl Prediction {
     }
 
     /// The confidence in the predicted class, if the model gave one.
+    #[inline]
     pub fn confidence(&self) -> Option<f64> {
         self.confidence
     }
 
     /// The class probabilities, if the prediction was built from them.
+    #[inline]
     pub fn probabilities(&self) -> Option<&[(Cow<'static, str>, f64)]> {
         self.probabilities.as_deref()
     }

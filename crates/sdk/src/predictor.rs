@@ -7,10 +7,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::PredictionId;
+use crate::clock::unix_millis_at;
 use crate::metrics::{Limits, Metrics, ModelHandles};
 use crate::model::{Failure, Fields, Model, Output, Prediction};
-use crate::shipper::{Shipper, ShipperHandle, unix_millis_now};
-use crate::wire::{Actual, PredictionRecord, Status};
+use crate::shipper::{Shipper, ShipperHandle};
+use crate::wire::{Actual, ModelNames, PredictionRecord, Status};
 
 /// A successful prediction, with its id and how long the model took.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,8 +146,10 @@ impl<M: Model> PredictorBuilder<M> {
             metrics.model_handles(&self.model_name, &self.model_version, &self.limits, &self.classes);
         MonitoredPredictor {
             model: self.model,
-            model_name: Arc::from(self.model_name),
-            model_version: Arc::from(self.model_version),
+            names: Arc::new(ModelNames {
+                model: self.model_name.into_boxed_str(),
+                version: self.model_version.into_boxed_str(),
+            }),
             handles,
             shipper: self.shipper,
         }
@@ -167,8 +170,7 @@ impl<M: Model> PredictorBuilder<M> {
 /// It is `Sync` when the model is: share one across threads.
 pub struct MonitoredPredictor<M> {
     model: M,
-    model_name: Arc<str>,
-    model_version: Arc<str>,
+    names: Arc<ModelNames>,
     handles: ModelHandles,
     shipper: Option<ShipperHandle>,
 }
@@ -177,8 +179,8 @@ impl<M> fmt::Debug for MonitoredPredictor<M> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("MonitoredPredictor")
-            .field("model_name", &self.model_name)
-            .field("model_version", &self.model_version)
+            .field("model_name", &self.names.model)
+            .field("model_version", &self.names.version)
             .field("shipper", &self.shipper)
             .finish_non_exhaustive()
     }
@@ -210,7 +212,7 @@ impl<M: Model> MonitoredPredictor<M> {
         let finished = Instant::now();
         let latency = finished - started;
         self.handles.record_request(latency.as_secs_f64());
-        let unix_millis = unix_millis_now();
+        let unix_millis = unix_millis_at(finished);
         let id = PredictionId::new(unix_millis);
 
         let mut fields = Fields::default();
@@ -227,8 +229,7 @@ impl<M: Model> MonitoredPredictor<M> {
                 if let Some(shipper) = &self.shipper {
                     shipper.enqueue_prediction(PredictionRecord {
                         id,
-                        model: self.model_name.clone(),
-                        version: Some(self.model_version.clone()),
+                        model: self.names.clone(),
                         unix_millis,
                         latency_seconds: latency.as_secs_f64(),
                         status: Status::Ok,
@@ -254,8 +255,7 @@ impl<M: Model> MonitoredPredictor<M> {
                 if let Some(shipper) = &self.shipper {
                     shipper.enqueue_prediction(PredictionRecord {
                         id,
-                        model: self.model_name.clone(),
-                        version: Some(self.model_version.clone()),
+                        model: self.names.clone(),
                         unix_millis,
                         latency_seconds: latency.as_secs_f64(),
                         status: match &failure {
@@ -295,12 +295,12 @@ impl<M: Model> MonitoredPredictor<M> {
 
     /// The model's name.
     pub fn model_name(&self) -> &str {
-        &self.model_name
+        &self.names.model
     }
 
     /// The model's version.
     pub fn model_version(&self) -> &str {
-        &self.model_version
+        &self.names.version
     }
 
     /// The shipper, if the predictor ships events.

@@ -649,7 +649,13 @@ impl Worker {
                 Ok(Message::Wake) => {}
                 Err(_) => break,
             }
-            if pending.len() >= self.batch_size {
+            let deadline_passed = self
+                .shared
+                .stop
+                .deadline()
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            // Past the deadline, the rest is counted at once below.
+            if pending.len() >= self.batch_size && !deadline_passed {
                 self.ship(&client, &mut pending);
             }
         }
@@ -661,6 +667,32 @@ impl Worker {
     /// refer to a prediction of the same round).
     fn ship(&mut self, client: &reqwest::blocking::Client, pending: &mut Pending) {
         pending.oldest = None;
+        if self
+            .shared
+            .stop
+            .deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            // Past the shutdown deadline: count, without serializing.
+            let telemetry = &self.shared.telemetry;
+            let prediction_count = pending.predictions.len() as u64;
+            let label_count = pending.labels.len() as u64;
+            telemetry
+                .of(Kind::Prediction)
+                .dropped_deadline
+                .inc_by(prediction_count);
+            telemetry.of(Kind::Label).dropped_deadline.inc_by(label_count);
+            if prediction_count + label_count > 0 {
+                warn!(
+                    predictions = prediction_count,
+                    labels = label_count,
+                    "shutdown deadline passed, events dropped"
+                );
+            }
+            pending.predictions.clear();
+            pending.labels.clear();
+            return;
+        }
         for chunk in pending.predictions.chunks(self.batch_size) {
             let mut body = Vec::with_capacity(chunk.len() * 256);
             for record in chunk {

@@ -18,13 +18,21 @@ pub(crate) enum Status {
     Error(Cow<'static, str>),
 }
 
+/// A model's name and version, as events carry them.
+#[derive(Debug)]
+pub(crate) struct ModelNames {
+    pub(crate) model: Box<str>,
+    pub(crate) version: Box<str>,
+}
+
 /// One prediction, as it waits in the queue. Serialization happens on the
 /// shipper's thread, not in `predict()`.
 #[derive(Debug)]
 pub(crate) struct PredictionRecord {
     pub(crate) id: PredictionId,
-    pub(crate) model: Arc<str>,
-    pub(crate) version: Option<Arc<str>>,
+    /// The model's name and version: one shared allocation, so that queueing
+    /// an event costs one reference-count increment.
+    pub(crate) model: Arc<ModelNames>,
     pub(crate) unix_millis: u64,
     pub(crate) latency_seconds: f64,
     pub(crate) status: Status,
@@ -154,8 +162,9 @@ pub(crate) fn write_prediction(body: &mut Vec<u8>, record: &PredictionRecord) {
     let fields = record.fields.as_deref();
     let row = PredictionRow {
         prediction_id: record.id,
-        model: &record.model,
-        version: record.version.as_deref(),
+        model: &record.model.model,
+        // An empty version is no version.
+        version: (!record.model.version.is_empty()).then_some(&*record.model.version),
         timestamp: unix_seconds(record.unix_millis),
         latency_seconds: record.latency_seconds,
         status,
@@ -215,8 +224,10 @@ mod tests {
         fields.segment("region", "eu");
         let record = PredictionRecord {
             id: "01900000-0000-7000-8000-000000000001".parse().expect("uuid"),
-            model: Arc::from("fraud_detector"),
-            version: Some(Arc::from("v3")),
+            model: Arc::new(ModelNames {
+                model: "fraud_detector".into(),
+                version: "v3".into(),
+            }),
             unix_millis: 1_764_331_200_123,
             latency_seconds: 0.012,
             status: Status::Ok,
@@ -239,8 +250,10 @@ mod tests {
     fn errors_and_labels() {
         let record = PredictionRecord {
             id: "01900000-0000-7000-8000-000000000002".parse().expect("uuid"),
-            model: Arc::from("m"),
-            version: None,
+            model: Arc::new(ModelNames {
+                model: "m".into(),
+                version: "".into(),
+            }),
             unix_millis: 1_000,
             latency_seconds: 1.5,
             status: Status::Error(Cow::Borrowed("ValueError")),
