@@ -15,9 +15,10 @@ use uuid::Uuid;
 /// ([`Shipper::report_label`]).
 ///
 /// It is a UUIDv7: 48 bits of Unix milliseconds, then a 26-bit per-process
-/// sequence number (so ids of one process are ordered, and unique within a
-/// millisecond), then 48 random bits drawn once per process (so processes do
-/// not collide). Time-ordered ids keep the server's inserts sequential.
+/// sequence number (so ids of one thread are ordered, and ids of one process
+/// unique within a millisecond; threads take blocks of 1,024 numbers), then
+/// 48 random bits drawn once per process (so processes do not collide).
+/// Time-ordered ids keep the server's inserts sequential.
 ///
 /// [`MonitoredPredictor::predict`]: crate::MonitoredPredictor::predict
 /// [`Shipper::report_label`]: crate::Shipper::report_label
@@ -30,29 +31,62 @@ const SEQUENCE_BITS: u32 = 26;
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 static PROCESS_RANDOM: OnceLock<u64> = OnceLock::new();
 
+/// How many sequence numbers a thread takes from [`SEQUENCE`] at a time, so
+/// that most ids cost no shared atomic operation.
+const SEQUENCE_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// The next sequence number of this thread, and the end of its block.
+    static THREAD_SEQUENCE: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A sequence number that no other id of this process has (until the 26
+/// bits wrap), increasing within a thread.
+#[inline]
+fn next_sequence() -> u64 {
+    THREAD_SEQUENCE.with(|cell| {
+        let (mut next, mut end) = cell.get();
+        if next == end {
+            next = SEQUENCE.fetch_add(SEQUENCE_BLOCK, Ordering::Relaxed);
+            end = next + SEQUENCE_BLOCK;
+        }
+        cell.set((next + 1, end));
+        next
+    })
+}
+
 impl PredictionId {
     /// A new id for a prediction made at `unix_millis`.
     #[inline]
     pub fn new(unix_millis: u64) -> Self {
-        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) & ((1 << SEQUENCE_BITS) - 1);
+        let sequence = next_sequence() & ((1 << SEQUENCE_BITS) - 1);
         // std seeds RandomState from the operating system's randomness: a
         // random 64-bit value, once per process, without another dependency.
         let process_random = *PROCESS_RANDOM.get_or_init(|| RandomState::new().hash_one(0x6d77_u64));
-        // uuid's v7 layout takes 10 bytes after the timestamp and overwrites 4
-        // of their bits with the version and 2 with the variant: the top
-        // nibble of byte 0 and the top 2 bits of byte 2. The sequence fills
-        // the 12 bits of bytes 0-1, 6 bits of byte 2 and byte 3, in order.
-        let sequence_bytes = [
-            ((sequence >> 22) & 0x0f) as u8,
+        // RFC 9562's v7 layout, written out so that it inlines: 48 bits of
+        // milliseconds, the version nibble and 12 bits of sequence, the
+        // variant bits and 14 more bits of sequence, then 48 random bits.
+        let millis = unix_millis.to_be_bytes();
+        let random = process_random.to_be_bytes();
+        let bytes = [
+            millis[2],
+            millis[3],
+            millis[4],
+            millis[5],
+            millis[6],
+            millis[7],
+            0x70 | ((sequence >> 22) & 0x0f) as u8,
             ((sequence >> 14) & 0xff) as u8,
-            ((sequence >> 8) & 0x3f) as u8,
+            0x80 | ((sequence >> 8) & 0x3f) as u8,
             (sequence & 0xff) as u8,
+            random[0],
+            random[1],
+            random[2],
+            random[3],
+            random[4],
+            random[5],
         ];
-        let random_bytes = process_random.to_be_bytes();
-        let mut counter_random_bytes = [0u8; 10];
-        counter_random_bytes[..4].copy_from_slice(&sequence_bytes);
-        counter_random_bytes[4..].copy_from_slice(&random_bytes[..6]);
-        Self(uuid::Builder::from_unix_timestamp_millis(unix_millis, &counter_random_bytes).into_uuid())
+        Self(Uuid::from_bytes(bytes))
     }
 
     /// The id as a UUID.
@@ -93,9 +127,8 @@ mod tests {
             assert_eq!(id.as_uuid().get_version_num(), 7);
             assert_eq!(id.as_uuid().get_variant(), uuid::Variant::RFC4122);
         }
-        // Other tests share the sequence, so ids here are increasing, not
-        // consecutive; a wrap of the 26-bit sequence could break the order
-        // once, which 10,000 ids from a fresh process do not reach.
+        // Ids of one thread are increasing; a wrap of the 26-bit sequence
+        // could break the order once, which a test process does not reach.
         assert!(
             ids.windows(2).all(|pair| pair[0] < pair[1]),
             "ids of one millisecond are ordered"
@@ -105,6 +138,23 @@ mod tests {
             ids.iter().all(|id| *id < later),
             "a later millisecond sorts after"
         );
+    }
+
+    #[test]
+    fn ids_of_many_threads_in_one_millisecond_are_unique() {
+        let millis = 1_764_331_200_456;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || (0..5_000).map(|_| PredictionId::new(millis)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for thread in threads {
+            for id in thread.join().expect("thread") {
+                assert!(seen.insert(id), "duplicate id {id}");
+            }
+        }
+        assert_eq!(seen.len(), 20_000);
     }
 
     #[test]

@@ -223,6 +223,13 @@ impl Default for Limits {
     }
 }
 
+/// String equality without a call to `memcmp`: class names are short, and
+/// the call costs more than the comparison.
+#[inline]
+fn same_text(left: &str, right: &str) -> bool {
+    left.len() == right.len() && left.bytes().zip(right.bytes()).all(|(a, b)| a == b)
+}
+
 /// One class's series.
 pub(crate) struct ClassHandles {
     class: String,
@@ -254,7 +261,11 @@ impl ClassTable {
     /// Counts a prediction of `class`, with its confidence.
     #[inline]
     pub(crate) fn record(&self, metrics: &Metrics, model_name: &str, class: &str, confidence: Option<f64>) {
-        if let Some(handles) = self.declared.iter().find(|handles| handles.class == class) {
+        if let Some(handles) = self
+            .declared
+            .iter()
+            .find(|handles| same_text(&handles.class, class))
+        {
             return handles.record(confidence);
         }
         self.record_undeclared(metrics, model_name, class, confidence);
