@@ -499,6 +499,8 @@ fn ingest(args: IngestArgs) -> anyhow::Result<bool> {
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
+    // reqwest is built with rustls and no default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let checks_passed = match cli.command {
         Command::Ingest(args) => ingest(args)?,

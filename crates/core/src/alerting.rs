@@ -709,9 +709,18 @@ pub struct RuleSpec {
 
 fn duration_field(text: &str, field: &str) -> Result<i64, String> {
     match crate::time::parse_duration_ms(text) {
-        Ok(ms) if ms >= 0 => Ok(ms),
-        _ => Err(format!("{field}: {text:?} is not a duration like 5m")),
+        Ok(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!("{field}: {text:?} is not a positive duration like 5m")),
     }
+}
+
+/// A `for`, where `0s` (fire at once) is allowed, as in Prometheus.
+fn for_field(text: &str, field: &str) -> Result<i64, String> {
+    let zero = text
+        .strip_prefix('0')
+        .map(|unit| unit.trim_start_matches('0'))
+        .is_some_and(|unit| ["", "ms", "s", "m", "h", "d", "w", "y"].contains(&unit));
+    if zero { Ok(0) } else { duration_field(text, field) }
 }
 
 /// The rules in force: the defaults with the config's overrides, the config's
@@ -852,7 +861,7 @@ fn override_rule(rule: &mut Rule, spec: &RuleSpec, field: &str) -> Result<(), St
         rule.threshold = threshold;
     }
     if let Some(for_) = &spec.for_ {
-        rule.for_ms = duration_field(for_, &format!("{field}.for"))?;
+        rule.for_ms = for_field(for_, &format!("{field}.for"))?;
     }
     if let Some(labels) = &spec.labels {
         for reserved in ["alertname", "model_name"] {
@@ -890,6 +899,15 @@ mod spec_tests {
         assert!(!names.contains(&PREDICTION_SKEW));
         let latency = rules.iter().find(|rule| rule.name == HIGH_LATENCY).unwrap();
         assert_eq!((latency.threshold, latency.for_ms), (0.3, 10 * MINUTE_MS));
+        let specs: BTreeMap<String, RuleSpec> =
+            serde_saphyr::from_str("MLModelDown:\n  for: 0s\nMLModelHighLatency:\n  for: '0'\n").unwrap();
+        let immediate = resolve_rules(&specs, &[]).unwrap();
+        assert!(
+            immediate
+                .iter()
+                .filter(|rule| rule.name == MODEL_DOWN || rule.name == HIGH_LATENCY)
+                .all(|rule| rule.for_ms == 0)
+        );
         let custom = rules.iter().find(|rule| rule.name == "SlowP50").unwrap();
         assert_eq!(custom.measure, Measure::LatencyQuantile { quantile: 0.5 });
         assert_eq!(custom.op, Op::Above);

@@ -590,6 +590,9 @@ impl Pending {
 
 impl Worker {
     fn run(mut self, ready: mpsc::Sender<Result<(), String>>) {
+        // https servers: rustls with the ring provider (installed once per process;
+        // an application that installed its own keeps it).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = match reqwest::blocking::Client::builder()
             .timeout(self.request_timeout)
             .build()

@@ -90,6 +90,7 @@ fn the_built_in_endpoint_passes_promtool() {
         let _ = predictor.predict(&value);
     }
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))

@@ -370,6 +370,8 @@ pub fn start_delivery(
     std::thread::Builder::new()
         .name("modelwatch-notify".into())
         .spawn(move || {
+            // https receivers: rustls with the ring provider (installed once per process).
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let client = match reqwest::blocking::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .connect_timeout(REQUEST_TIMEOUT / 2)

@@ -98,6 +98,8 @@ fn is_executable_file(path: &Path) -> bool {
 /// An HTTP client that never goes through a proxy, whatever the environment
 /// says: every peer of these tests is on 127.0.0.1.
 pub fn http_client() -> Client {
+    // reqwest is built with rustls and no default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))

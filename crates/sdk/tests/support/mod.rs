@@ -79,6 +79,7 @@ impl TestServer {
                 })
                 .await
         });
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
