@@ -220,23 +220,13 @@ pub(crate) async fn history(
 ) -> Result<Response, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(
-            ApiError::new(ErrorCode::InvalidParameter, "limit must be within 1..=1000").with_field("limit"),
-        );
-    }
-    let shared = app.shared.clone();
-    let entries = tokio::task::spawn_blocking(move || {
-        shared
-            .readers
-            .with(|reader| reader.alert_history(limit, query.before))
-    })
-    .await
-    .map_err(|error| ApiError::new(ErrorCode::StorageUnavailable, error.to_string()))?
-    .ok_or_else(|| ApiError::new(ErrorCode::StorageUnavailable, "no read connection"))?
-    .map_err(|error| ApiError::new(ErrorCode::StorageUnavailable, error.to_string()))?;
-    let next_before = (entries.len() == limit).then(|| entries.last().map(|entry| entry.id));
+    let (entries, next_before) = crate::notify_api::read_log_page(
+        &app,
+        query.limit,
+        query.before,
+        modelwatch_store::Reader::alert_history,
+    )
+    .await?;
     let entries: Vec<serde_json::Value> = entries
         .iter()
         .filter_map(|entry| {
@@ -250,7 +240,7 @@ pub(crate) async fn history(
             }))
         })
         .collect();
-    Ok(Json(serde_json::json!({ "entries": entries, "next_before": next_before.flatten() })).into_response())
+    Ok(Json(serde_json::json!({ "entries": entries, "next_before": next_before })).into_response())
 }
 
 /// An SLO's figures at one time.

@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
+use modelwatch_store::LogEntry;
+
 use crate::App;
 use crate::error::{ApiError, ErrorCode};
 use crate::notify::format_time;
@@ -17,6 +19,42 @@ const MAX_LIMIT: usize = 1000;
 pub struct PageParams {
     limit: Option<usize>,
     before: Option<i64>,
+}
+
+/// One page of an append-only log (remediation audit, alert history), read
+/// off the writer on a pooled connection: up to `limit` (default 100, at most
+/// 1000) entries older than `before`, newest first, and the `before` of the
+/// next page when this one is full.
+pub(crate) async fn read_log_page(
+    app: &App,
+    limit: Option<usize>,
+    before: Option<i64>,
+    read: fn(&modelwatch_store::Reader, usize, Option<i64>) -> modelwatch_store::Result<Vec<LogEntry>>,
+) -> Result<(Vec<LogEntry>, Option<i64>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )
+        .with_field("limit"));
+    }
+    let shared = app.shared.clone();
+    let entries =
+        tokio::task::spawn_blocking(move || shared.readers.with(|reader| read(reader, limit, before)))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|result| {
+                result
+                    .map_err(|error| tracing::warn!(%error, "reading a log of the alert store failed"))
+                    .ok()
+            })
+            .ok_or_else(|| ApiError::new(ErrorCode::StorageUnavailable, "the log cannot be read"))?;
+    let next_before = (entries.len() == limit)
+        .then(|| entries.last().map(|entry| entry.id))
+        .flatten();
+    Ok((entries, next_before))
 }
 
 #[derive(Debug, Serialize)]
@@ -40,32 +78,13 @@ pub async fn remediations(
     State(app): State<App>,
     Query(params): Query<PageParams>,
 ) -> Result<Json<RemediationsAnswer>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        )
-        .with_field("limit"));
-    }
-    let shared = app.shared.clone();
-    let entries = tokio::task::spawn_blocking(move || {
-        shared
-            .readers
-            .with(|reader| reader.remediations(limit, params.before))
-    })
-    .await
-    .ok()
-    .flatten()
-    .and_then(|result| {
-        result
-            .map_err(|error| tracing::warn!(%error, "reading the remediation audit log failed"))
-            .ok()
-    })
-    .ok_or_else(|| ApiError::new(ErrorCode::StorageUnavailable, "the audit log cannot be read"))?;
-    let next_before = (entries.len() == limit)
-        .then(|| entries.last().map(|entry| entry.id))
-        .flatten();
+    let (entries, next_before) = read_log_page(
+        &app,
+        params.limit,
+        params.before,
+        modelwatch_store::Reader::remediations,
+    )
+    .await?;
     let remediations = entries
         .into_iter()
         .map(|entry| AuditEntry {
