@@ -60,7 +60,7 @@ fn check_rules(rules: &str) -> String {
 fn default_rules_pass_promtool() {
     let rules = generate(None);
     let report = check_rules(&rules);
-    assert!(report.contains("SUCCESS: 6 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 7 rules found"), "{report}");
     for name in [
         "MLModelHighLatency",
         "MLModelHighErrorRate",
@@ -68,6 +68,7 @@ fn default_rules_pass_promtool() {
         "MLModelLowConfidence",
         "MLModelDown",
         "MLModelAccuracyDrop",
+        "MLModelDataDrift",
     ] {
         assert!(
             rules.contains(&format!("- alert: {name}\n")),
@@ -93,7 +94,7 @@ fn the_seeds_slo_yaml_gives_recording_rules_and_burn_alerts_that_pass_promtool()
     let rules = generate(Some(&repo_root().join("rules/config.yaml")));
     let report = check_rules(&rules);
     // 6 alerts, 4 SLOs × (8 error ratios + 5), 4 SLOs × 2 burn alerts.
-    assert!(report.contains("SUCCESS: 66 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 67 rules found"), "{report}");
     for record in [
         "slo:sli_error:ratio_rate5m",
         "slo:sli_error:ratio_rate30m",
@@ -136,6 +137,17 @@ fn overrides_and_custom_rules_of_every_measure_pass_promtool() {
         "{rules}"
     );
     assert!(rules.contains("for: 10m"));
+    // Drift rules read the drift gauge; a named feature becomes a matcher.
+    assert!(
+        rules.contains(
+            r#"max by (model_name) (ml_feature_drifted{model_name="fraud_detector", feature_name="amount"})"#
+        ),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("sum by (model_name) (ml_feature_drifted)\n          ) >= 3"),
+        "{rules}"
+    );
     assert!(rules.contains(r#"team: "ml \"platform\"""#));
     // An SLO window that is not a burn-rate window gets its own error ratio.
     assert!(rules.contains("- record: slo:sli_error:ratio_rate28d\n"));

@@ -333,7 +333,7 @@ fn run(scenario: &Scenario) -> Outcome {
     let mut aggregates = Aggregates::new(AggregationConfig {
         minute_retention_ms: 30 * DAY_MS,
         hour_retention_ms: 60 * DAY_MS,
-        limits: Default::default(),
+        ..Default::default()
     });
     let mut tracker = Tracker::default();
     let mut changes = Changes::default();

@@ -41,6 +41,11 @@ pub enum Measure {
     /// exceeds the pair's factor. The value is the largest long-window burn
     /// rate among the pairs.
     BurnRate { slo: String, windows: Vec<BurnWindows> },
+    /// Drift against the baseline over the drift window: with a feature, 1
+    /// when it drifted and 0 when not; without, how many features drifted.
+    FeatureDrift { feature: Option<String> },
+    /// The share of compared features that drifted over the drift window.
+    DriftShare,
 }
 
 impl Measure {
@@ -53,7 +58,15 @@ impl Measure {
             Measure::RequestRate => "request_rate",
             Measure::Accuracy { .. } => "accuracy",
             Measure::BurnRate { .. } => "burn_rate",
+            Measure::FeatureDrift { .. } => "feature_drift",
+            Measure::DriftShare => "drift_share",
         }
+    }
+
+    /// Whether the measure is a drift measure, evaluated over the drift
+    /// window (its range must be that window).
+    pub fn is_drift(&self) -> bool {
+        matches!(self, Measure::FeatureDrift { .. } | Measure::DriftShare)
     }
 }
 
@@ -144,6 +157,7 @@ pub const PREDICTION_SKEW: &str = "MLModelPredictionSkew";
 pub const LOW_CONFIDENCE: &str = "MLModelLowConfidence";
 pub const MODEL_DOWN: &str = "MLModelDown";
 pub const ACCURACY_DROP: &str = "MLModelAccuracyDrop";
+pub const DATA_DRIFT: &str = "MLModelDataDrift";
 
 /// A built-in rule: `measure op threshold` over `range`, held for `for`.
 struct Builtin {
@@ -244,6 +258,17 @@ pub fn default_rules() -> Vec<Rule> {
             summary: "Model {{ $labels.model_name }} 7d accuracy < 85%",
         }
         .rule(),
+        Builtin {
+            name: DATA_DRIFT,
+            measure: Measure::DriftShare,
+            range_ms: DAY_MS,
+            op: Op::AtLeast,
+            threshold: 0.5,
+            for_ms: HOUR_MS,
+            severity: "warning",
+            summary: "Model {{ $labels.model_name }}: half or more of its features drifted from the baseline",
+        }
+        .rule(),
     ]
 }
 
@@ -252,6 +277,11 @@ pub fn default_rules() -> Vec<Rule> {
 pub trait RuleInputs {
     fn counters(&self, model: &str, window: Window) -> Option<Counters>;
     fn quality(&self, model: &str, window: Window) -> Option<Quality>;
+    /// Which features drifted over `window` against the model's baseline;
+    /// `None` when drift cannot be told (no baseline, no data).
+    fn drift(&self, _model: &str, _window: Window) -> Option<crate::drift::DriftVerdict> {
+        None
+    }
 }
 
 /// The value of `measure` for `model` over `[now - range, now)`: `None` when
@@ -297,6 +327,17 @@ pub fn measure_value(
             }
             ratio(correct(&quality), labeled)
         }
+        Measure::FeatureDrift { feature } => {
+            let verdict = inputs.drift(model, window)?;
+            match feature {
+                Some(feature) => verdict
+                    .features
+                    .get(feature)
+                    .map(|drifted| f64::from(u8::from(*drifted))),
+                None => Some(verdict.drifted() as f64),
+            }
+        }
+        Measure::DriftShare => inputs.drift(model, window)?.share(),
         Measure::BurnRate { slo, windows } => {
             let slo = slos
                 .iter()
@@ -695,6 +736,8 @@ pub struct RuleSpec {
     pub quantile: Option<f64>,
     /// For `accuracy`.
     pub min_samples: Option<u64>,
+    /// For `feature_drift`: the feature (all features when absent).
+    pub feature: Option<String>,
     /// A duration such as `5m`.
     pub range: Option<String>,
     pub op: Option<Op>,
@@ -781,10 +824,15 @@ fn measure_of(spec: &RuleSpec, kind: &str, field: &str) -> Result<Measure, Strin
         "accuracy" => Measure::Accuracy {
             min_samples: spec.min_samples.unwrap_or(100),
         },
+        "feature_drift" => Measure::FeatureDrift {
+            feature: spec.feature.clone(),
+        },
+        "drift_share" => Measure::DriftShare,
         other => {
             return Err(format!(
                 "{field}.measure: unknown measure {other:?}; expected latency_quantile, error_ratio, \
-                 top_class_share, confidence_quantile, request_rate or accuracy"
+                 top_class_share, confidence_quantile, request_rate, accuracy, feature_drift or \
+                 drift_share"
             ));
         }
     })
@@ -796,10 +844,12 @@ fn new_rule(name: &str, spec: &RuleSpec, field: &str) -> Result<Rule, String> {
         .as_deref()
         .ok_or_else(|| format!("{field}: a new rule needs measure, range, op and threshold"))?;
     let measure = measure_of(spec, kind, field)?;
-    let range = spec
-        .range
-        .as_deref()
-        .ok_or_else(|| format!("{field}.range is required (a duration like 5m)"))?;
+    // Drift is measured over the drift window: the range may be left out.
+    let range = match spec.range.as_deref() {
+        Some(range) => range,
+        None if measure.is_drift() => "1d",
+        None => return Err(format!("{field}.range is required (a duration like 5m)")),
+    };
     let mut rule = Rule {
         name: name.to_owned(),
         measure,
@@ -843,9 +893,12 @@ fn override_rule(rule: &mut Rule, spec: &RuleSpec, field: &str) -> Result<(), St
                     *min_samples = wanted;
                 }
             }
-            _ if spec.quantile.is_some() || spec.min_samples.is_some() => {
+            Measure::FeatureDrift { feature } if spec.feature.is_some() => {
+                feature.clone_from(&spec.feature);
+            }
+            _ if spec.quantile.is_some() || spec.min_samples.is_some() || spec.feature.is_some() => {
                 return Err(format!(
-                    "{field}: quantile and min_samples do not apply to this rule's measure"
+                    "{field}: quantile, min_samples and feature do not apply to this rule's measure"
                 ));
             }
             _ => {}
@@ -950,7 +1003,7 @@ impl Evaluator {
     ) -> Vec<Transition> {
         let mut transitions = Vec::new();
         for model in aggregates.models.keys() {
-            transitions.extend(self.evaluate_model(aggregates, model, now_ms));
+            transitions.extend(self.evaluate_model(aggregates, aggregates, model, now_ms));
         }
         let known: Vec<&str> = aggregates.models.keys().map(String::as_str).collect();
         transitions.extend(self.end_unknown(&known, now_ms));
@@ -959,10 +1012,13 @@ impl Evaluator {
 
     /// Evaluates every rule that applies to `model` (a model the aggregates
     /// know). Callers that hold a lock over the aggregates can take it per
-    /// model, so that writers are not held up by a long evaluation.
+    /// model, so that writers are not held up by a long evaluation. `inputs`
+    /// answers the rules (the aggregates, with drift when the caller can tell
+    /// it).
     pub fn evaluate_model(
         &mut self,
         aggregates: &crate::series::Aggregates,
+        inputs: &impl RuleInputs,
         model: &str,
         now_ms: TimestampMs,
     ) -> Vec<Transition> {
@@ -979,7 +1035,7 @@ impl Evaluator {
             if !rule.applies_to(model) {
                 continue;
             }
-            let outcome = evaluate(aggregates, &self.slos, rule, model, now_ms);
+            let outcome = evaluate(inputs, &self.slos, rule, model, now_ms);
             let transition = self.tracker.step(rule, model, outcome, now_ms);
             if let Some(alert) = self.tracker.alerts.get_mut(&(rule.id(), model.to_owned())) {
                 alert.version = newest_version.clone();

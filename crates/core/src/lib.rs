@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod alerting;
 pub mod codec;
+pub mod drift;
 pub mod event;
 pub mod limits;
 pub mod quality;

@@ -221,7 +221,9 @@ impl ModelLimits {
         match admitted.admit(category, limit) {
             Some(category) => category,
             None => {
-                *self.folded.entry(Dimension::Category).or_default() += occurrences;
+                if occurrences > 0 {
+                    *self.folded.entry(Dimension::Category).or_default() += occurrences;
+                }
                 OTHER
             }
         }
@@ -390,6 +392,36 @@ impl ModelLimits {
             mine.count += counts.count;
             mine.confidence.merge(&counts.confidence);
         }
+    }
+
+    /// Folds the names of a drift summary built under the names as sent
+    /// (features, categories, classes) into `target`. Folded occurrences are
+    /// not counted again: the event's bucket already counted them.
+    pub fn fold_drift_into(
+        &mut self,
+        target: &mut crate::drift::DriftSummary,
+        source: &crate::drift::DriftSummary,
+        limits: &CardinalityLimits,
+    ) {
+        target.rows += source.rows;
+        for (name, summary) in &source.numeric {
+            let name = self.fold_counted(Dimension::Feature, name, limits.max_features_per_model, 0);
+            target.numeric.entry(name.to_owned()).or_default().merge(summary);
+        }
+        for (name, counts) in &source.categorical {
+            let name = self.fold_counted(Dimension::Feature, name, limits.max_features_per_model, 0);
+            for (category, count) in counts {
+                let category = self.fold_category(name, category, limits.max_categories_per_feature, 0);
+                let mine = target.categorical.entry(name.to_owned()).or_default();
+                aggregate::increment(mine, category, *count);
+            }
+        }
+        for (class, count) in &source.classes {
+            let class = self.fold_class(class, limits, 0);
+            aggregate::increment(&mut target.classes, class, *count);
+        }
+        target.confidence.merge(&source.confidence);
+        target.regression.merge(&source.regression);
     }
 
     /// Like [`ModelLimits::fold_counters_into`], for a whole bucket.

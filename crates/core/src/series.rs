@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Bucket, Counters, FoldedFeature, FoldedNames};
+use crate::drift::{DriftSummary, DriftValue};
 use crate::event::{LabelEvent, Prediction, PredictionEvent, ScoredPrediction, TimestampMs};
 use crate::limits::{CardinalityLimits, Dimension, ModelLimits};
 use crate::quality::{LabelCounters, Outcome, Quality, QualityBucket, Scored, Sign};
@@ -20,6 +21,8 @@ pub struct AggregationConfig {
     pub minute_retention_ms: i64,
     /// Hour buckets older than this are dropped.
     pub hour_retention_ms: i64,
+    /// Drift summaries (hourly) older than this are dropped.
+    pub drift_retention_ms: i64,
     pub limits: CardinalityLimits,
 }
 
@@ -28,6 +31,7 @@ impl Default for AggregationConfig {
         Self {
             minute_retention_ms: 6 * HOUR_MS,
             hour_retention_ms: 35 * 24 * HOUR_MS,
+            drift_retention_ms: 15 * 24 * HOUR_MS,
             limits: CardinalityLimits::default(),
         }
     }
@@ -82,6 +86,9 @@ pub struct Changes {
     pub quality_upserts: BTreeSet<BucketKey>,
     /// Aggregates gone, both parts.
     pub deletes: BTreeSet<BucketKey>,
+    /// Drift summaries (hour resolution) that changed, and those gone.
+    pub drift_upserts: BTreeSet<BucketKey>,
+    pub drift_deletes: BTreeSet<BucketKey>,
     /// Keys marked last; a cache only, always a subset of `upserts` or stale
     /// entries of deleted keys (which `delete` clears).
     recent: [BucketKey; RECENT_KEYS],
@@ -110,6 +117,19 @@ impl Changes {
         self.recent[self.recent_next % RECENT_KEYS] = key.clone();
         self.recent_next += 1;
         self.upsert(key);
+    }
+
+    fn drift_upsert(&mut self, model: &str, version: &str, start_ms: TimestampMs) {
+        let key = BucketKey {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            resolution: Resolution::Hour,
+            start_ms,
+        };
+        if !self.drift_upserts.contains(&key) {
+            self.drift_deletes.remove(&key);
+            self.drift_upserts.insert(key);
+        }
     }
 
     fn upsert(&mut self, key: BucketKey) {
@@ -158,6 +178,8 @@ pub struct Series {
     pub newest_event_ms: Option<TimestampMs>,
     /// Lifetime counts of labeled classifications.
     pub labels: LabelCounters,
+    /// Drift summaries per hour of event time.
+    pub drift: BTreeMap<TimestampMs, DriftSummary>,
 }
 
 /// Everything about one model.
@@ -236,6 +258,7 @@ struct SeriesDelta {
     /// Every event of the series is in exactly one of these, so the lifetime
     /// counters' share is the merge of their counters.
     minutes: BTreeMap<TimestampMs, Bucket>,
+    drift: BTreeMap<TimestampMs, DriftSummary>,
 }
 
 impl Delta {
@@ -254,6 +277,7 @@ impl Delta {
                     events: 0,
                     newest_ms: event.timestamp_ms,
                     minutes: BTreeMap::new(),
+                    drift: BTreeMap::new(),
                 });
                 self.series.len() - 1
             }
@@ -283,6 +307,15 @@ impl Delta {
             .entry(bucket_start(event.timestamp_ms, MINUTE_MS))
             .or_default()
             .observe(event, names, &features, &segments);
+        observe_drift(
+            series
+                .drift
+                .entry(bucket_start(event.timestamp_ms, HOUR_MS))
+                .or_default(),
+            event,
+            names.predicted_class,
+            &features,
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -398,6 +431,16 @@ impl Aggregates {
             bucket.observe(event, folded.names, &folded.features, &folded.segments);
             changes.upsert_named(&event.model, folded.version, resolution, start);
         }
+        if event.timestamp_ms >= bucket_start(newest - self.config.drift_retention_ms, HOUR_MS) {
+            let hour = bucket_start(event.timestamp_ms, HOUR_MS);
+            observe_drift(
+                series.drift.entry(hour).or_default(),
+                event,
+                folded.names.predicted_class,
+                &folded.features,
+            );
+            changes.drift_upsert(&event.model, folded.version, hour);
+        }
         changes.upsert_named(&event.model, folded.version, Resolution::Lifetime, 0);
     }
 
@@ -456,6 +499,11 @@ impl Aggregates {
                 model_limits.fold_bucket_into(target, bucket, limits);
                 changes.upsert_named(&source.model, version, resolution, start);
             }
+            let drift_horizon = bucket_start(newest - self.config.drift_retention_ms, HOUR_MS);
+            for (hour, summary) in source.drift.range(drift_horizon..) {
+                model_limits.fold_drift_into(series.drift.entry(*hour).or_default(), summary, limits);
+                changes.drift_upsert(&source.model, version, *hour);
+            }
             changes.upsert_named(&source.model, version, Resolution::Lifetime, 0);
         }
     }
@@ -511,6 +559,18 @@ impl Aggregates {
                 series.hours.remove(&hour);
                 changes.delete(key(Resolution::Hour, hour));
             }
+            let drift_horizon = bucket_start(newest - self.config.drift_retention_ms, HOUR_MS);
+            let expired_drift: Vec<TimestampMs> = series
+                .drift
+                .range(..drift_horizon)
+                .map(|(start, _)| *start)
+                .collect();
+            for hour in expired_drift {
+                series.drift.remove(&hour);
+                let key = key(Resolution::Hour, hour);
+                changes.drift_upserts.remove(&key);
+                changes.drift_deletes.insert(key);
+            }
         }
     }
 
@@ -535,6 +595,39 @@ impl Aggregates {
             Resolution::Hour => postcard::to_stdvec(&series.hours.get(&key.start_ms)?.quality),
         };
         Some(encoded.expect("aggregates always serialize"))
+    }
+
+    /// The persisted form of the drift summary named by `key` (an hour).
+    pub fn encode_drift(&self, key: &BucketKey) -> Option<Vec<u8>> {
+        let series = self.models.get(&key.model)?.versions.get(&key.version)?;
+        let summary = series.drift.get(&key.start_ms)?;
+        Some(postcard::to_stdvec(summary).expect("aggregates always serialize"))
+    }
+
+    /// Loads one drift summary back, on start.
+    pub fn restore_drift(&mut self, key: BucketKey, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let summary: DriftSummary = postcard::from_bytes(bytes)?;
+        let model = self.models.entry(key.model).or_default();
+        model.limits.learn_version(&key.version);
+        let series = model.versions.entry(key.version).or_default();
+        series.drift.insert(key.start_ms, summary);
+        Ok(())
+    }
+
+    /// The merge of the drift summaries of `model` (one version, or all)
+    /// whose hour starts inside `window`. `None` when the model is unknown.
+    pub fn drift_window(&self, model: &str, version: Option<&str>, window: Window) -> Option<DriftSummary> {
+        let model = self.models.get(model)?;
+        let mut merged = DriftSummary::default();
+        for (name, series) in &model.versions {
+            if version.is_some_and(|wanted| wanted != name) {
+                continue;
+            }
+            for (_, summary) in series.drift.range(window.start_ms..window.end_ms) {
+                merged.merge(summary);
+            }
+        }
+        Some(merged)
     }
 
     /// Loads the quality part of one aggregate back, on start.
@@ -805,4 +898,26 @@ impl crate::alerting::RuleInputs for Aggregates {
         self.quality_window(model, None, None, window)
             .map(|(_, quality)| quality)
     }
+}
+
+/// Adds an event to a drift summary, with its names already folded (or as
+/// sent, in a [`Delta`]).
+fn observe_drift(
+    summary: &mut DriftSummary,
+    event: &PredictionEvent,
+    predicted_class: Option<&str>,
+    features: &[(&str, FoldedFeature<'_>)],
+) {
+    let values = features.iter().filter_map(|(name, value)| match value {
+        FoldedFeature::Number(number) => Some((*name, DriftValue::Number(*number))),
+        FoldedFeature::Category(category) => Some((*name, DriftValue::Category(category))),
+        FoldedFeature::Missing => None,
+    });
+    let ok = event.status == crate::event::Status::Ok;
+    let confidence = predicted_class.and(event.confidence).filter(|_| ok);
+    let regression = match (&event.prediction, ok) {
+        (Some(Prediction::Value(value)), true) => Some(*value),
+        _ => None,
+    };
+    summary.observe(values, predicted_class, confidence, regression);
 }

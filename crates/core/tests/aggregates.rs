@@ -4,7 +4,7 @@
 
 use modelwatch_core::aggregate::{Bucket, FoldedFeature, FoldedNames, error_type, predicted_class};
 use modelwatch_core::event::{FeatureValue, Prediction, PredictionEvent, Status};
-use modelwatch_core::series::{Aggregates, AggregationConfig, Changes, PendingModels};
+use modelwatch_core::series::{Aggregates, AggregationConfig, BucketKey, Changes, PendingModels};
 use modelwatch_core::time::{HOUR_MS, MINUTE_MS, Window};
 use proptest::prelude::*;
 
@@ -306,6 +306,10 @@ proptest! {
             for (persisted, changes) in [(&mut persisted_one_by_one, &changes), (&mut persisted_by_delta, &delta_changes)] {
                 persisted.extend(changes.upserts.iter().cloned());
                 changes.deletes.iter().for_each(|key| { persisted.remove(key); });
+                // Drift rows live in their own table: tag their keys apart.
+                let drift_row = |key: &BucketKey| BucketKey { version: format!("{}#drift", key.version), ..key.clone() };
+                persisted.extend(changes.drift_upserts.iter().map(drift_row));
+                changes.drift_deletes.iter().for_each(|key| { persisted.remove(&drift_row(key)); });
             }
             prop_assert_eq!(&persisted_one_by_one, &persisted_by_delta);
         }
@@ -324,6 +328,22 @@ proptest! {
             }
             for (start, bucket) in &series.hours {
                 assert_same(bucket, &other.hours[start]);
+            }
+            // Drift summaries too: counts and histograms exactly, moments up
+            // to rounding.
+            prop_assert_eq!(series.drift.keys().collect::<Vec<_>>(), other.drift.keys().collect::<Vec<_>>());
+            for (start, summary) in &series.drift {
+                let theirs = &other.drift[start];
+                prop_assert_eq!(summary.rows, theirs.rows);
+                prop_assert_eq!(&summary.classes, &theirs.classes);
+                prop_assert_eq!(&summary.categorical, &theirs.categorical);
+                prop_assert_eq!(summary.numeric.keys().collect::<Vec<_>>(), theirs.numeric.keys().collect::<Vec<_>>());
+                let numbers = summary.numeric.iter().map(|(name, numeric)| (numeric, &theirs.numeric[name]));
+                for (mine, theirs) in numbers.chain([(&summary.confidence, &theirs.confidence), (&summary.regression, &theirs.regression)]) {
+                    prop_assert_eq!(&mine.histogram, &theirs.histogram);
+                    prop_assert_eq!(mine.moments.count, theirs.moments.count);
+                    prop_assert!((mine.moments.mean - theirs.moments.mean).abs() <= 1e-9 * (1.0 + mine.moments.mean.abs()));
+                }
             }
         }
     }

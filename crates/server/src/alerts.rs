@@ -19,7 +19,7 @@ use modelwatch_core::alerting::{Alert, AlertState, Evaluator, Transition};
 use modelwatch_core::event::TimestampMs;
 use modelwatch_core::series::Aggregates;
 use modelwatch_core::slo::{BURN_RATE_WINDOWS_MS, Sli, Slo};
-use modelwatch_core::time::{DAY_MS, HOUR_MS, MINUTE_MS, Window};
+use modelwatch_core::time::{DAY_MS, HOUR_MS, MINUTE_MS, Window, format_duration_ms};
 use modelwatch_store::{AlertStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -92,10 +92,33 @@ impl AlertEngine {
             .cloned()
             .collect();
         let mut transitions = Vec::new();
+        let config = &shared.config;
+        let drift_window = Window::ending_at(now_ms, config.drift.window.ms);
+        let drift_text = format_duration_ms(config.drift.window.ms);
+        let mut drift_reports = BTreeMap::new();
         for model in &models {
             let aggregates = shared.aggregates.read().expect("aggregates lock");
-            transitions.extend(self.evaluator.evaluate_model(&aggregates, model, now_ms));
+            let report = crate::drift::report(
+                config,
+                &aggregates,
+                &shared.baselines,
+                model,
+                None,
+                drift_window,
+                &drift_text,
+            )
+            .ok();
+            let inputs = crate::drift::WithDrift {
+                aggregates: &aggregates,
+                window: drift_window,
+                verdict: report.as_ref().map(crate::drift::DriftReport::verdict),
+            };
+            transitions.extend(self.evaluator.evaluate_model(&aggregates, &inputs, model, now_ms));
+            if let Some(report) = report {
+                drift_reports.insert(model.clone(), report);
+            }
         }
+        *shared.drift.reports.write().expect("drift view lock") = drift_reports;
         let known: Vec<&str> = models.iter().map(String::as_str).collect();
         transitions.extend(self.evaluator.end_unknown(&known, now_ms));
         let state: Vec<(String, String)> = self

@@ -51,6 +51,61 @@ pub struct Config {
     /// Where alerts are sent.
     pub receivers: Vec<ReceiverConfig>,
     pub remediation: RemediationConfig,
+    pub drift: DriftConfig,
+}
+
+/// Which distribution a window is compared against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineSetting {
+    /// The frozen baseline when one was set, else the previous window.
+    #[default]
+    Auto,
+    /// Only the frozen baseline (`POST /v1/models/{m}/baseline`).
+    Frozen,
+    /// The window of the same length just before the query window.
+    PreviousWindow,
+}
+
+/// A drift method chosen for one variable.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodOverride {
+    pub method: modelwatch_core::drift::Method,
+    /// The method's default threshold when absent.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// How long hourly drift summaries are kept (event time).
+    pub retention: Duration,
+    /// The window of the drift gauges, of the drift alerts, and the API's
+    /// default.
+    pub window: Duration,
+    pub baseline: BaselineSetting,
+    /// Method per feature name, instead of the default selection.
+    pub features: BTreeMap<String, MethodOverride>,
+    /// Method per prediction output: `class`, `confidence`, `value`.
+    pub predictions: BTreeMap<String, MethodOverride>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration {
+                ms: AggregationConfig::default().drift_retention_ms,
+            },
+            window: Duration {
+                ms: 24 * 60 * MINUTE_MS,
+            },
+            baseline: BaselineSetting::Auto,
+            features: BTreeMap::new(),
+            predictions: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +370,25 @@ impl Config {
         if self.aggregation.minute_retention.ms > self.aggregation.hour_retention.ms {
             return Err("aggregation.minute_retention must not exceed aggregation.hour_retention".into());
         }
+        if self.drift.window.ms < 60 * MINUTE_MS || self.drift.retention.ms < self.drift.window.ms {
+            return Err("drift.window must be at least 1h (drift summaries are hourly) and drift.retention at least drift.window".into());
+        }
+        for output in self.drift.predictions.keys() {
+            if !["class", "confidence", "value"].contains(&output.as_str()) {
+                return Err(format!(
+                    "drift.predictions: {output:?} is not an output (class, confidence or value)"
+                ));
+            }
+        }
+        for (name, choice) in self.drift.features.iter().chain(&self.drift.predictions) {
+            if let Some(threshold) = choice.threshold
+                && !(threshold.is_finite() && threshold >= 0.0)
+            {
+                return Err(format!(
+                    "drift: the threshold of {name:?} must be a non-negative number"
+                ));
+            }
+        }
         if self.labels.horizon.ms <= 0 || self.labels.prune_interval.ms <= 0 {
             return Err("labels.horizon and labels.prune_interval must be positive".into());
         }
@@ -348,7 +422,26 @@ impl Config {
     /// The alert rules in force: built-ins with overrides, the config's own,
     /// and the SLOs' burn-rate rules.
     pub fn rules(&self) -> Result<Vec<Rule>, String> {
-        resolve_rules(&self.alerts.rules, &self.slos()?)
+        let mut rules = resolve_rules(&self.alerts.rules, &self.slos()?)?;
+        // Drift rules read the drift computed over drift.window.
+        for rule in rules.iter_mut().filter(|rule| rule.measure.is_drift()) {
+            let explicit = self
+                .alerts
+                .rules
+                .get(&rule.name)
+                .and_then(|spec| spec.range.as_deref());
+            if let Some(range) = explicit
+                && parse_duration_ms(range) != Ok(self.drift.window.ms)
+            {
+                return Err(format!(
+                    "alerts.rules.{}.range: a drift rule is evaluated over drift.window ({}); \
+                     leave range out or set it to that",
+                    rule.name, self.drift.window
+                ));
+            }
+            rule.range_ms = self.drift.window.ms;
+        }
+        Ok(rules)
     }
 
     fn validate_receivers(&self) -> Result<(), String> {
@@ -410,6 +503,7 @@ impl Config {
         AggregationConfig {
             minute_retention_ms: self.aggregation.minute_retention.ms,
             hour_retention_ms: self.aggregation.hour_retention.ms,
+            drift_retention_ms: self.drift.retention.ms,
             limits: self.limits.clone(),
         }
     }
@@ -464,7 +558,7 @@ mod alert_config_tests {
         .unwrap();
         assert_eq!(config.slos().unwrap().len(), 4);
         // Six built-in rules and two burn-rate rules per SLO.
-        assert_eq!(config.rules().unwrap().len(), 6 + 2 * 4);
+        assert_eq!(config.rules().unwrap().len(), 7 + 2 * 4);
     }
 
     #[test]

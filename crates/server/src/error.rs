@@ -16,6 +16,10 @@ pub enum ErrorCode {
     InvalidParameter,
     UnknownModel,
     NotFound,
+    /// Drift needs a frozen baseline and the model has none.
+    NoBaseline,
+    /// The window asked for holds no data.
+    EmptyWindow,
     /// The store failed to commit; nothing of the request was acknowledged.
     StorageUnavailable,
     ShuttingDown,
@@ -31,6 +35,8 @@ impl ErrorCode {
             ErrorCode::InvalidParameter => "invalid_parameter",
             ErrorCode::UnknownModel => "unknown_model",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::NoBaseline => "no_baseline",
+            ErrorCode::EmptyWindow => "empty_window",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
         }
@@ -43,6 +49,8 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnknownModel | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NoBaseline => StatusCode::CONFLICT,
+            ErrorCode::EmptyWindow => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::StorageUnavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -241,6 +241,11 @@ pub fn load_aggregates(store: &SqliteStore, config: AggregationConfig) -> Result
             .restore_quality(key.clone(), state)
             .map_err(|error| StoreError::Corrupt(format!("quality {key:?}: {error}")))
     })?;
+    store.load_drift(|key, state| {
+        aggregates
+            .restore_drift(key.clone(), state)
+            .map_err(|error| StoreError::Corrupt(format!("drift {key:?}: {error}")))
+    })?;
     Ok(aggregates)
 }
 
@@ -604,7 +609,7 @@ fn commit_group(
         }
         labels.persist(writer)?;
         let mut changes = Changes::default();
-        let (encoded, encoded_quality) = {
+        let (encoded, encoded_quality, encoded_drift) = {
             let mut aggregates = aggregates.write().expect("aggregates lock poisoned");
             for delta in whole_jobs {
                 aggregates.merge_delta(delta, &mut changes);
@@ -626,7 +631,12 @@ fn commit_group(
                 .iter()
                 .filter_map(|key| aggregates.encode_quality(key).map(|bytes| (key, bytes)))
                 .collect::<Vec<_>>();
-            (encoded, encoded_quality)
+            let encoded_drift = changes
+                .drift_upserts
+                .iter()
+                .filter_map(|key| aggregates.encode_drift(key).map(|bytes| (key, bytes)))
+                .collect::<Vec<_>>();
+            (encoded, encoded_quality, encoded_drift)
         };
         for (key, bytes) in encoded {
             writer.put_aggregate(key, &bytes)?;
@@ -636,6 +646,12 @@ fn commit_group(
         }
         for key in &changes.deletes {
             writer.delete_aggregate(key)?;
+        }
+        for (key, bytes) in encoded_drift {
+            writer.put_drift(key, &bytes)?;
+        }
+        for key in &changes.drift_deletes {
+            writer.delete_drift(key)?;
         }
         Ok(outcomes)
     });

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod ingest;
 mod ingest_api;
@@ -59,6 +60,13 @@ pub fn app(app: App) -> Router {
         .route("/v1/models/{model}/predictions", get(query_api::predictions))
         .route("/v1/models/{model}/features", get(query_api::features))
         .route("/v1/models/{model}/slo", get(alerts::model_slo))
+        .route("/v1/models/{model}/drift", get(drift::drift))
+        .route(
+            "/v1/models/{model}/baseline",
+            get(drift::get_baseline)
+                .post(drift::set_baseline)
+                .delete(drift::delete_baseline),
+        )
         .route("/v1/alerts", get(alerts::active))
         .route("/v1/alerts/history", get(alerts::history))
         .route("/v1/remediations", get(notify_api::remediations))
@@ -128,6 +136,7 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
     let store = SqliteStore::open(data_dir, config.storage.synchronous())?;
     let aggregates = ingest::load_aggregates(&store, config.aggregation())?;
     let parse_limits = config.ingest.parse_limits();
+    let baselines = drift::Baselines::open(store.path(), config.storage.synchronous())?;
     let shared = Arc::new(Shared {
         config,
         aggregates: RwLock::new(aggregates),
@@ -137,6 +146,8 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
         ready: AtomicBool::new(true),
         stopping: AtomicBool::new(false),
         alerts: alerts::AlertView::default(),
+        baselines,
+        drift: drift::DriftView::default(),
     });
     let engine = alerts::AlertEngine::open(&shared, store.path()).map_err(ServeError::Alerts)?;
     let database = store.path().to_owned();

@@ -87,6 +87,72 @@ fn gauge(encoder: &mut MetricEncoder<'_>, value: f64) -> Result<(), std::fmt::Er
     encoder.encode_gauge(&value)
 }
 
+impl StateCollector {
+    /// The drift gauges, from the reports the evaluator computed last (over
+    /// `drift.window`, ending at that evaluation), so that a scrape never
+    /// computes drift itself.
+    fn encode_drift(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reports = self.shared.drift.reports.read().expect("drift view lock");
+        let features = || {
+            reports.iter().flat_map(|(model, report)| {
+                report
+                    .features
+                    .iter()
+                    .filter_map(move |(feature, drift)| Some((model, feature, drift.score.as_ref()?)))
+            })
+        };
+        let mut family = encoder.encode_descriptor(
+            "ml_feature_drift_score",
+            "Drift of a feature over drift.window against the baseline (p-value for ks and chi_square, else a distance)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (model, feature, score) in features() {
+            let labels = [
+                ("model_name", model.as_str()),
+                ("feature_name", feature.as_str()),
+                ("method", score.method.as_str()),
+            ];
+            gauge(&mut family.encode_family(&labels)?, score.score)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "ml_feature_drifted",
+            "1 when the feature drifted over drift.window against the baseline, else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (model, feature, score) in features() {
+            let labels = [
+                ("model_name", model.as_str()),
+                ("feature_name", feature.as_str()),
+                ("method", score.method.as_str()),
+            ];
+            gauge(
+                &mut family.encode_family(&labels)?,
+                f64::from(u8::from(score.drifted)),
+            )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "ml_prediction_drift_score",
+            "Drift of the predictions (output: class, confidence or value) over drift.window against the baseline",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (model, report) in reports.iter() {
+            for (output, drift) in &report.predictions {
+                let Some(score) = &drift.score else { continue };
+                let labels = [
+                    ("model_name", model.as_str()),
+                    ("output", output.as_str()),
+                    ("method", score.method.as_str()),
+                ];
+                gauge(&mut family.encode_family(&labels)?, score.score)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -227,6 +293,8 @@ impl Collector for StateCollector {
                 }
             }
         }
+
+        self.encode_drift(&mut encoder)?;
 
         let feature_window = Window::ending_at(now_ms, self.shared.config.metrics.feature_window.ms);
         let mut family = encoder.encode_descriptor(

@@ -263,6 +263,21 @@ fn plain_expression(rule: &Rule) -> String {
                 series.labeled("increase"),
             );
         }
+        Measure::FeatureDrift { feature } => {
+            let mut matchers = matchers.clone();
+            if let Some(feature) = feature {
+                matchers.push(format!("feature_name={}", promql_string(feature)));
+            }
+            let aggregation = if feature.is_some() { "max" } else { "sum" };
+            format!(
+                "{aggregation} by (model_name) ({})",
+                selector("ml_feature_drifted", &matchers)
+            )
+        }
+        Measure::DriftShare => format!(
+            "avg by (model_name) ({})",
+            selector("ml_feature_drifted", &matchers)
+        ),
         Measure::BurnRate { .. } => unreachable!("burn-rate rules are written with the SLO group"),
     };
     format!("(\n{}\n) {op} {threshold}", indent(&value))
@@ -280,6 +295,11 @@ fn plain_comment(rule: &Rule) -> String {
         Measure::TopClassShare | Measure::ConfidenceQuantile { .. } => {
             "The seed aggregates this over all models; modelwatch evaluates per model, so this \
              groups by model_name too."
+                .to_owned()
+        }
+        Measure::FeatureDrift { .. } | Measure::DriftShare => {
+            "modelwatch computes drift over drift.window (the rule's range) against the baseline and \
+             exports ml_feature_drifted (1 when a feature drifted, else 0)."
                 .to_owned()
         }
         Measure::Accuracy { .. } => {

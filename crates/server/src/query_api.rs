@@ -24,17 +24,17 @@ pub const LOW_CONFIDENCE_THRESHOLD: f64 = 0.6;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowParams {
-    window: Option<String>,
-    end: Option<String>,
-    version: Option<String>,
+    pub(crate) window: Option<String>,
+    pub(crate) end: Option<String>,
+    pub(crate) version: Option<String>,
     top: Option<usize>,
 }
 
 /// A resolved query window.
-struct Resolved {
-    window: Window,
-    window_text: String,
-    version: Option<String>,
+pub(crate) struct Resolved {
+    pub(crate) window: Window,
+    pub(crate) window_text: String,
+    pub(crate) version: Option<String>,
 }
 
 pub(crate) fn format_time(ms: i64) -> String {
@@ -43,7 +43,7 @@ pub(crate) fn format_time(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-fn parse_end(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_end(text: &str) -> Result<i64, ApiError> {
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidParameter,
@@ -62,7 +62,7 @@ fn parse_end(text: &str) -> Result<i64, ApiError> {
         .map_err(|_| invalid())
 }
 
-fn resolve(params: &WindowParams, default_window: &str) -> Result<Resolved, ApiError> {
+pub(crate) fn resolve(params: &WindowParams, default_window: &str) -> Result<Resolved, ApiError> {
     let window_text = params.window.clone().unwrap_or_else(|| default_window.to_owned());
     let length_ms = parse_duration_ms(&window_text).map_err(|error| {
         ApiError::new(ErrorCode::InvalidParameter, error.to_string()).with_field("window")
@@ -96,7 +96,7 @@ fn window_bucket(app: &App, model: &str, resolved: &Resolved) -> Result<Bucket, 
         .unwrap_or_default())
 }
 
-fn known_model(aggregates: &Aggregates, model: &str) -> Result<(), ApiError> {
+pub(crate) fn known_model(aggregates: &Aggregates, model: &str) -> Result<(), ApiError> {
     if aggregates.models.contains_key(model) {
         Ok(())
     } else {

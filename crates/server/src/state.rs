@@ -23,6 +23,10 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// What the alert evaluator last published.
     pub alerts: crate::alerts::AlertView,
+    /// Frozen drift baselines.
+    pub baselines: crate::drift::Baselines,
+    /// Drift over `drift.window`, as the evaluator last computed it.
+    pub drift: crate::drift::DriftView,
 }
 
 /// Upper bounds of `modelwatch_commit_duration_seconds`.

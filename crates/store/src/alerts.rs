@@ -343,6 +343,57 @@ impl AlertWriter<'_> {
     }
 }
 
+/// A frozen drift baseline: what it covers (JSON, written by the server) and
+/// its summary (opaque bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaselineRow {
+    pub model: String,
+    pub body: String,
+    pub state: Vec<u8>,
+}
+
+impl AlertStore {
+    /// Stores (or replaces) the frozen baseline of a model, durably.
+    pub fn put_baseline(&mut self, row: &BaselineRow) -> Result<()> {
+        self.transaction(|writer| {
+            writer
+                .transaction
+                .prepare_cached(
+                    "INSERT INTO baselines (model, body, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (model) DO UPDATE SET body = excluded.body, state = excluded.state",
+                )?
+                .execute(params![row.model, row.body, row.state])?;
+            Ok(())
+        })
+    }
+
+    /// Forgets the frozen baseline of a model; `false` if it had none.
+    pub fn delete_baseline(&mut self, model: &str) -> Result<bool> {
+        self.transaction(|writer| {
+            Ok(writer
+                .transaction
+                .prepare_cached("DELETE FROM baselines WHERE model = ?1")?
+                .execute([model])?
+                > 0)
+        })
+    }
+
+    /// Every frozen baseline.
+    pub fn load_baselines(&self) -> Result<Vec<BaselineRow>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT model, body, state FROM baselines ORDER BY model")?;
+        let rows = statement.query_map([], |row| {
+            Ok(BaselineRow {
+                model: row.get(0)?,
+                body: row.get(1)?,
+                state: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
 /// The tables, created by [`crate::SqliteStore::open`].
 pub(crate) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS alert_state (
@@ -370,6 +421,11 @@ pub(crate) const SCHEMA: &str = "
         key TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX IF NOT EXISTS outbox_receiver ON outbox (receiver, id);
+    CREATE TABLE IF NOT EXISTS baselines (
+        model TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        state BLOB NOT NULL
+    ) WITHOUT ROWID;
 ";
 
 #[cfg(test)]
@@ -394,8 +450,35 @@ mod tests {
                     Ok(())
                 })
                 .unwrap();
+            let baseline = BaselineRow {
+                model: "m".into(),
+                body: "{}".into(),
+                state: vec![1, 2, 3],
+            };
+            alerts.put_baseline(&baseline).unwrap();
+            alerts
+                .put_baseline(&BaselineRow {
+                    state: vec![4],
+                    ..baseline
+                })
+                .unwrap();
+            alerts
+                .put_baseline(&BaselineRow {
+                    model: "gone".into(),
+                    body: "{}".into(),
+                    state: vec![],
+                })
+                .unwrap();
+            assert!(alerts.delete_baseline("gone").unwrap());
+            assert!(!alerts.delete_baseline("gone").unwrap());
         }
         let alerts = AlertStore::open(&path, Synchronous::Full).unwrap();
+        let baselines = alerts.load_baselines().unwrap();
+        assert_eq!(baselines.len(), 1);
+        assert_eq!(
+            (baselines[0].model.as_str(), &baselines[0].state[..]),
+            ("m", &[4u8][..])
+        );
         assert_eq!(
             alerts.load_state().unwrap(),
             vec![("a".into(), "{\"x\":1}".into())]

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use modelwatch_core::series::{BucketKey, Resolution};
 pub mod alerts;
 
-pub use alerts::{AlertStore, AlertWriter, LogEntry, OutboxEntry};
+pub use alerts::{AlertStore, AlertWriter, BaselineRow, LogEntry, OutboxEntry};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 /// Current schema version, kept in `meta`.
 /// 2 added labels and the quality aggregates, and changed the bucket form.
 /// 3 added the SLO latency buckets to the counters, and the alert tables.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,6 +81,8 @@ pub trait Writer {
     /// Deletes both parts of an aggregate: predictions and quality.
     fn delete_aggregate(&mut self, key: &BucketKey) -> Result<()>;
     fn put_quality(&mut self, key: &BucketKey, state: &[u8]) -> Result<()>;
+    fn put_drift(&mut self, key: &BucketKey, state: &[u8]) -> Result<()>;
+    fn delete_drift(&mut self, key: &BucketKey) -> Result<()>;
     /// The stored form of a prediction, as committed (or written earlier in
     /// this transaction).
     fn get_prediction(&mut self, prediction_id: &str) -> Result<Option<Vec<u8>>>;
@@ -173,7 +175,15 @@ impl SqliteStore {
                  held INTEGER NOT NULL,
                  body BLOB NOT NULL
              ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS labels_held ON labels (prediction_id) WHERE held = 1;",
+             CREATE INDEX IF NOT EXISTS labels_held ON labels (prediction_id) WHERE held = 1;
+             CREATE TABLE IF NOT EXISTS drift (
+                 model TEXT NOT NULL,
+                 version TEXT NOT NULL,
+                 resolution TEXT NOT NULL,
+                 start_ms INTEGER NOT NULL,
+                 state BLOB NOT NULL,
+                 PRIMARY KEY (model, version, resolution, start_ms)
+             ) WITHOUT ROWID;",
         )?;
         connection.execute_batch(alerts::SCHEMA)?;
         let found: Option<i64> = connection
@@ -187,6 +197,14 @@ impl SqliteStore {
                     found,
                     supported: SCHEMA_VERSION,
                 });
+            }
+            // Version 4 only added the drift and baselines tables (created
+            // above): the data of version 3 stays valid, without drift history.
+            Some(3) => {
+                connection.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [SCHEMA_VERSION],
+                )?;
             }
             Some(found) if found < SCHEMA_VERSION => {
                 return Err(StoreError::SchemaTooOld {
@@ -230,6 +248,11 @@ impl SqliteStore {
     /// label counters).
     pub fn load_quality(&self, visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
         self.load_keyed("quality", visit)
+    }
+
+    /// Every drift summary (hourly).
+    pub fn load_drift(&self, visit: impl FnMut(BucketKey, &[u8]) -> Result<()>) -> Result<()> {
+        self.load_keyed("drift", visit)
     }
 
     /// Every label still waiting for its prediction.
@@ -504,6 +527,24 @@ impl Writer for SqliteWriter<'_> {
 
     fn put_quality(&mut self, key: &BucketKey, state: &[u8]) -> Result<()> {
         self.put_keyed("quality", key, state)
+    }
+
+    fn put_drift(&mut self, key: &BucketKey, state: &[u8]) -> Result<()> {
+        self.put_keyed("drift", key, state)
+    }
+
+    fn delete_drift(&mut self, key: &BucketKey) -> Result<()> {
+        self.transaction
+            .prepare_cached(
+                "DELETE FROM drift WHERE model = ?1 AND version = ?2 AND resolution = ?3 AND start_ms = ?4",
+            )?
+            .execute(params![
+                key.model,
+                key.version,
+                key.resolution.as_str(),
+                key.start_ms
+            ])?;
+        Ok(())
     }
 
     fn get_prediction(&mut self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
