@@ -509,7 +509,14 @@ pub fn score(
             return Err(ScoreError::NeedsNumbers(method.as_str()));
         }
         (method, reference, current) => {
-            let (expected, observed) = paired_counts(reference, current);
+            let (expected, observed) = match (method, reference, current) {
+                // Chi-square on numbers compares values (bins), as Evidently
+                // compares value counts; PSI and Jensen–Shannon use groups.
+                (Method::ChiSquare, Distribution::Numeric(reference), Distribution::Numeric(current)) => {
+                    bin_counts(&reference.histogram, &current.histogram)
+                }
+                _ => paired_counts(reference, current),
+            };
             match method {
                 Method::ChiSquare => {
                     let (statistic, p_value) = chi_square(&expected, &observed);
@@ -572,6 +579,16 @@ fn paired_counts(reference: Distribution<'_>, current: Distribution<'_>) -> (Vec
             )
         }
     }
+}
+
+/// The counts of both histograms per occupied bin (of either).
+pub fn bin_counts(reference: &LogHistogram, current: &LogHistogram) -> (Vec<u64>, Vec<u64>) {
+    let (mut expected, mut observed) = (Vec::new(), Vec::new());
+    walk(reference, current, |_, a, b| {
+        expected.push(a);
+        observed.push(b);
+    });
+    (expected, observed)
 }
 
 /// Groups the bins of both histograms into at most [`PSI_GROUPS`] ranges of
@@ -688,37 +705,39 @@ pub struct KsResult {
 }
 
 /// Walks the bins of both histograms in value order, calling `visit` with
-/// each bin's shares on either side.
-fn walk(reference: &LogHistogram, current: &LogHistogram, mut visit: impl FnMut(&Bin, f64, f64)) {
+/// each bin's counts on either side.
+fn walk(reference: &LogHistogram, current: &LogHistogram, mut visit: impl FnMut(&Bin, u64, u64)) {
     let (a, b) = (reference.bins(), current.bins());
-    let (na, nb) = (reference.count() as f64, current.count() as f64);
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         let take_a = j >= b.len() || (i < a.len() && a[i].key <= b[j].key);
         let take_b = i >= a.len() || (j < b.len() && b[j].key <= a[i].key);
         let bin = if take_a { a[i] } else { b[j] };
-        let pa = if take_a { a[i].count as f64 / na } else { 0.0 };
-        let pb = if take_b { b[j].count as f64 / nb } else { 0.0 };
-        visit(&bin, pa, pb);
+        let ca = if take_a { a[i].count } else { 0 };
+        let cb = if take_b { b[j].count } else { 0 };
+        visit(&bin, ca, cb);
         i += usize::from(take_a);
         j += usize::from(take_b);
     }
 }
 
 pub fn ks(reference: &LogHistogram, current: &LogHistogram) -> KsResult {
-    let (mut fa, mut fb) = (0.0f64, 0.0f64);
+    let (na, nb) = (reference.count() as f64, current.count() as f64);
+    let (mut ca, mut cb) = (0u64, 0u64);
     let (mut statistic, mut bound) = (0.0f64, 0.0f64);
-    walk(reference, current, |_, pa, pb| {
-        fa += pa;
-        fb += pb;
+    walk(reference, current, |_, a, b| {
+        // Cumulative counts stay exact; only the shares are rounded.
+        ca += a;
+        cb += b;
+        let (fa, fb) = (ca as f64 / na, cb as f64 / nb);
+        let (pa, pb) = (a as f64 / na, b as f64 / nb);
         statistic = statistic.max((fa - fb).abs());
         bound = bound.max(pa.max(pb));
     });
-    let (n, m) = (reference.count() as f64, current.count() as f64);
     KsResult {
         statistic,
         bound,
-        p_value: kolmogorov_p_value(statistic, n * m / (n + m)),
+        p_value: kolmogorov_p_value(statistic, na * nb / (na + nb)),
     }
 }
 
@@ -754,13 +773,18 @@ pub fn wasserstein(reference: &LogHistogram, current: &LogHistogram) -> (f64, f6
     let mut difference = 0.0f64; // F_ref - F_cur at the current position
     let mut position: Option<f64> = None;
     let (mut distance, mut bound) = (0.0f64, 0.0f64);
-    walk(reference, current, |bin, pa, pb| {
+    let (na, nb) = (reference.count() as f64, current.count() as f64);
+    let (mut ca, mut cb) = (0u64, 0u64);
+    walk(reference, current, |bin, a, b| {
         if let Some(position) = position {
             // Between bins both CDFs are flat.
             distance += difference.abs() * (bin.lower - position).max(0.0);
         }
         let width = bin.upper - bin.lower;
-        let after = difference + pa - pb;
+        let (pa, pb) = (a as f64 / na, b as f64 / nb);
+        ca += a;
+        cb += b;
+        let after = ca as f64 / na - cb as f64 / nb;
         distance += width * linear_abs_integral(difference, after);
         bound += width * pa.max(pb);
         difference = after;
