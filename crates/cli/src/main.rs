@@ -1,5 +1,8 @@
 //! The `modelwatch` command: `serve` runs the monitoring server, `rules`
-//! prints the equivalent Prometheus rules, `check` validates a config file.
+//! prints the equivalent Prometheus rules, `check` validates a config file,
+//! `demo` runs the server fed by a simulated model.
+
+mod demo;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -50,6 +53,9 @@ enum Command {
         #[arg(long, env = "MODELWATCH_CONFIG")]
         config: PathBuf,
     },
+    /// Run the server fed by a simulated fraud detector that degrades after
+    /// two simulated hours: watch the alerts fire on the dashboard.
+    Demo(demo::DemoArgs),
 }
 
 /// Niceness +5 (the crate maps 0..=99 onto nice 19..=-20): a request thread
@@ -70,6 +76,17 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MODELWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
 fn main() {
     if let Err(error) = run(Cli::parse()) {
         eprintln!("error: {error:#}");
@@ -80,14 +97,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, data, config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("MODELWATCH_LOG")
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
+            init_logging();
             let config = load_config(config.as_ref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -106,6 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             ))?;
             Ok(())
+        }
+        Command::Demo(args) => {
+            init_logging();
+            demo::run(args)
         }
         Command::Rules { config } => {
             let config = load_config(config.as_ref())?;

@@ -295,6 +295,7 @@ impl Harness {
             self.database.clone(),
             Synchronous::Normal,
             stopping.clone(),
+            modelwatch_server::state::Clock::wall(),
         );
         self.delivery = Some((stopping, thread));
     }

@@ -187,7 +187,7 @@ pub fn start_evaluator(shared: Arc<Shared>, mut engine: AlertEngine) -> std::thr
                     continue;
                 }
                 next += interval;
-                let now_ms = jiff::Timestamp::now().as_millisecond();
+                let now_ms = shared.clock.now_ms();
                 if let Err(error) = engine.evaluate(&shared, &shared.alerts, now_ms) {
                     warn!(%error, "recording an alert evaluation failed; the next one retries");
                 }
@@ -340,7 +340,7 @@ pub(crate) async fn model_slo(
     let Query(query) =
         query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let now_ms = match &query.end {
-        None => jiff::Timestamp::now().as_millisecond(),
+        None => app.shared.clock.now_ms(),
         Some(text) => text
             .parse::<jiff::Timestamp>()
             .map_err(|error| {

@@ -4,7 +4,8 @@
 //! drift view that the evaluator refreshes for `/metrics` and the drift rules.
 //!
 //! The statistics are `core::drift`'s. Drift summaries are hourly, so a window
-//! covers the hours that start inside it.
+//! covers every hour it overlaps (its start is moved back to the hour), and
+//! the previous window is the same length just before that.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
@@ -22,7 +23,7 @@ use modelwatch_core::drift::{
 use modelwatch_core::event::TimestampMs;
 use modelwatch_core::quality::Quality;
 use modelwatch_core::series::Aggregates;
-use modelwatch_core::time::{Window, format_duration_ms};
+use modelwatch_core::time::{HOUR_MS, Window, bucket_start, format_duration_ms};
 use modelwatch_store::{AlertStore, BaselineRow, StoreError, Synchronous};
 use serde::{Deserialize, Serialize};
 
@@ -336,6 +337,13 @@ pub fn report(
         )
         .with_field("version"));
     }
+    // Drift summaries are hourly: the window takes every hour it overlaps, so
+    // that a window never holds only the first minutes of an hour.
+    let length = window.end_ms - window.start_ms;
+    let window = Window {
+        start_ms: bucket_start(window.start_ms, HOUR_MS),
+        end_ms: window.end_ms,
+    };
     let current = aggregates
         .drift_window(model, version, window)
         .unwrap_or_default();
@@ -365,7 +373,6 @@ pub fn report(
             },
         ),
         None => {
-            let length = window.end_ms - window.start_ms;
             let before = Window {
                 start_ms: window.start_ms - length,
                 end_ms: window.start_ms,
@@ -438,7 +445,11 @@ pub async fn drift(
     Query(params): Query<WindowParams>,
 ) -> Result<Json<DriftReport>, ApiError> {
     let config = &app.shared.config;
-    let resolved = resolve(&params, &format_duration_ms(config.drift.window.ms))?;
+    let resolved = resolve(
+        &params,
+        &format_duration_ms(config.drift.window.ms),
+        app.shared.clock.now_ms(),
+    )?;
     if resolved.window.end_ms - resolved.window.start_ms <= 0 {
         return Err(
             ApiError::new(ErrorCode::InvalidParameter, "window must be positive").with_field("window"),
@@ -505,7 +516,7 @@ pub async fn set_baseline(
     }
     let from = time_field(&body, "from")?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, "from is required").with_field("from"))?;
-    let now = jiff::Timestamp::now().as_millisecond();
+    let now = app.shared.clock.now_ms();
     let to = time_field(&body, "to")?.unwrap_or(now);
     if from >= to {
         return Err(ApiError::new(ErrorCode::InvalidParameter, "from must be before to").with_field("from"));

@@ -145,7 +145,7 @@ pub(crate) async fn post_predictions(State(app): State<App>, headers: HeaderMap,
 
 async fn ingest(app: App, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let format = body_format(&headers)?;
-    let received_ms = jiff::Timestamp::now().as_millisecond();
+    let received_ms = app.shared.clock.now_ms();
     let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
     let limits = app.parse_limits.clone();
     let shared = app.shared.clone();
@@ -286,7 +286,7 @@ fn prefetch_predictions(rows: &mut [ParsedLabel], shared: &crate::state::Shared)
 
 async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let format = body_format(&headers)?;
-    let received_ms = jiff::Timestamp::now().as_millisecond();
+    let received_ms = app.shared.clock.now_ms();
     let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
     let limits = app.parse_limits.clone();
     let shared = app.shared.clone();

@@ -92,6 +92,11 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
 }
 
+/// Opens the store and restores state, on the wall clock.
+pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers), ServeError> {
+    open_with_clock(config, data_dir, state::Clock::wall())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -132,7 +137,11 @@ impl Workers {
 
 /// Opens the store and restores state; returns the app and its background
 /// threads.
-pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers), ServeError> {
+pub fn open_with_clock(
+    config: Config,
+    data_dir: &std::path::Path,
+    clock: state::Clock,
+) -> Result<(App, Workers), ServeError> {
     let store = SqliteStore::open(data_dir, config.storage.synchronous())?;
     let aggregates = ingest::load_aggregates(&store, config.aggregation())?;
     let parse_limits = config.ingest.parse_limits();
@@ -148,6 +157,7 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
         alerts: alerts::AlertView::default(),
         baselines,
         drift: drift::DriftView::default(),
+        clock,
     });
     let engine = alerts::AlertEngine::open(&shared, store.path()).map_err(ServeError::Alerts)?;
     let database = store.path().to_owned();
@@ -160,6 +170,7 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
         database,
         shared.config.storage.synchronous(),
         stopping.clone(),
+        shared.clock,
     );
     let registry = Arc::new(metrics::registry(shared.clone()));
     Ok((
@@ -183,8 +194,20 @@ pub fn open(config: Config, data_dir: &std::path::Path) -> Result<(App, Workers)
 /// Serves until SIGINT or SIGTERM; then stops accepting, lets in-flight
 /// requests finish, and waits for the writer to commit everything queued.
 pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeError> {
+    serve_with(config, options, state::Clock::wall(), |_| {}, shutdown_signal()).await
+}
+
+/// [`serve`] on `clock`, calling `ready` with the bound address once it
+/// listens, until `shutdown` completes.
+pub async fn serve_with(
+    config: Config,
+    options: ServeOptions,
+    clock: state::Clock,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
-    let (state, workers) = open(config, &options.data_dir)?;
+    let (state, workers) = open_with_clock(config, &options.data_dir, clock)?;
     let models = state.shared.aggregates.read().expect("lock").models.len();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -200,8 +223,9 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         startup_ms = started.elapsed().as_millis() as u64,
         "modelwatch ready: POST predictions to http://{address}/v1/predictions and labels to http://{address}/v1/labels, scrape http://{address}/metrics"
     );
+    ready(address);
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     info!("draining the write queue");
     // The router (and with it every queue handle) is dropped: the writer
@@ -211,7 +235,8 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let interrupt = async {
         tokio::signal::ctrl_c().await.ok();
     };

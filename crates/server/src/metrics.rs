@@ -155,7 +155,7 @@ impl StateCollector {
 
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let now_ms = self.shared.clock.now_ms();
         let aggregates = self.shared.aggregates.read().expect("aggregates lock");
         // Per model: lifetime counters merged over versions (the seed's
         // histograms and class counters carry no version label).

@@ -366,6 +366,7 @@ pub fn start_delivery(
     database: PathBuf,
     synchronous: Synchronous,
     stopping: Arc<AtomicBool>,
+    clock: crate::state::Clock,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("modelwatch-notify".into())
@@ -383,7 +384,12 @@ pub fn start_delivery(
                     return;
                 }
             };
-            Delivery { config, client }.run(&database, synchronous, &stopping);
+            Delivery {
+                config,
+                client,
+                clock,
+            }
+            .run(&database, synchronous, &stopping);
         })
         .expect("spawning the notification thread")
 }
@@ -391,6 +397,8 @@ pub fn start_delivery(
 struct Delivery {
     config: Arc<Config>,
     client: reqwest::blocking::Client,
+    /// The server's clock: the evaluator schedules the outbox on it.
+    clock: crate::state::Clock,
 }
 
 /// What sending one entry came to.
@@ -437,7 +445,7 @@ impl Delivery {
 
     /// Sends the oldest due entry of each receiver; returns how many it sent.
     fn deliver_due(&self, alerts: &mut AlertStore, stopping: &AtomicBool) -> Result<usize, StoreError> {
-        let heads = alerts.due_heads(now_ms())?;
+        let heads = alerts.due_heads(self.clock.now_ms())?;
         for entry in &heads {
             if stopping.load(Ordering::Acquire) {
                 break;
@@ -466,7 +474,7 @@ impl Delivery {
                 let mut alert = alert.clone();
                 if alert.ends_at.is_none() {
                     alert.ends_at = Some(format_time(alertmanager_ends_at_ms(
-                        now_ms(),
+                        self.clock.now_ms(),
                         receiver.resend_interval.ms,
                     )));
                 }
@@ -528,7 +536,7 @@ impl Delivery {
         outgoing: Option<Outgoing>,
         outcome: Outcome,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let attempts = entry.attempts + 1;
         let remediation = match outgoing {
             Some(Outgoing::Remediation { audit_id, audit, .. }) => Some((audit_id, audit)),
@@ -626,10 +634,6 @@ fn splitmix64(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
     z ^ (z >> 31)
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 /// Sleeps for `duration`, or less once `stopping` is set.

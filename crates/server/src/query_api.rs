@@ -62,14 +62,18 @@ pub(crate) fn parse_end(text: &str) -> Result<i64, ApiError> {
         .map_err(|_| invalid())
 }
 
-pub(crate) fn resolve(params: &WindowParams, default_window: &str) -> Result<Resolved, ApiError> {
+pub(crate) fn resolve(
+    params: &WindowParams,
+    default_window: &str,
+    now_ms: i64,
+) -> Result<Resolved, ApiError> {
     let window_text = params.window.clone().unwrap_or_else(|| default_window.to_owned());
     let length_ms = parse_duration_ms(&window_text).map_err(|error| {
         ApiError::new(ErrorCode::InvalidParameter, error.to_string()).with_field("window")
     })?;
     let end_ms = match &params.end {
         Some(end) => parse_end(end)?,
-        None => jiff::Timestamp::now().as_millisecond(),
+        None => now_ms,
     };
     Ok(Resolved {
         window: Window::ending_at(end_ms, length_ms),
@@ -160,7 +164,7 @@ pub(crate) async fn operations(
     Path(model): Path<String>,
     Query(params): Query<WindowParams>,
 ) -> Result<Json<Operations>, ApiError> {
-    let resolved = resolve(&params, "5m")?;
+    let resolved = resolve(&params, "5m", app.shared.clock.now_ms())?;
     let bucket = window_bucket(&app, &model, &resolved)?;
     let counters = &bucket.counters;
     let latency_count = bucket.latency_sketch.count();
@@ -234,7 +238,7 @@ pub(crate) async fn predictions(
     Path(model): Path<String>,
     Query(params): Query<WindowParams>,
 ) -> Result<Json<Predictions>, ApiError> {
-    let resolved = resolve(&params, "1h")?;
+    let resolved = resolve(&params, "1h", app.shared.clock.now_ms())?;
     let bucket = window_bucket(&app, &model, &resolved)?;
     let kind = app.shared.aggregates.read().expect("aggregates lock").models[&model]
         .kind
@@ -330,7 +334,7 @@ pub(crate) async fn features(
     Path(model): Path<String>,
     Query(params): Query<WindowParams>,
 ) -> Result<Json<Features>, ApiError> {
-    let resolved = resolve(&params, "1h")?;
+    let resolved = resolve(&params, "1h", app.shared.clock.now_ms())?;
     let top_k = params.top.unwrap_or(10);
     let bucket = window_bucket(&app, &model, &resolved)?;
     let rows = bucket.feature_rows;
@@ -493,7 +497,7 @@ pub(crate) async fn performance(
         version: params.version.clone(),
         top: None,
     };
-    let resolved = resolve(&window_params, "7d")?;
+    let resolved = resolve(&window_params, "7d", app.shared.clock.now_ms())?;
     let segment = match &params.segment {
         None => None,
         Some(text) => Some(

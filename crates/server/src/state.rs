@@ -27,6 +27,60 @@ pub struct Shared {
     pub baselines: crate::drift::Baselines,
     /// Drift over `drift.window`, as the evaluator last computed it.
     pub drift: crate::drift::DriftView,
+    pub clock: Clock,
+}
+
+/// What "now" is for windows, alert evaluation and ingestion: the wall
+/// clock, or (for `modelwatch demo --speed N`) simulated time that started
+/// at `origin_ms` and runs `speed` times faster than the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    origin_wall_ms: i64,
+    origin_ms: i64,
+    speed: f64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::wall()
+    }
+}
+
+impl Clock {
+    pub fn wall() -> Self {
+        Self {
+            origin_wall_ms: 0,
+            origin_ms: 0,
+            speed: 1.0,
+        }
+    }
+
+    /// Simulated time: `start_ms` now, then `speed` simulated milliseconds per
+    /// wall millisecond.
+    pub fn simulated(start_ms: i64, speed: f64) -> Self {
+        Self {
+            origin_wall_ms: wall_now_ms(),
+            origin_ms: start_ms,
+            speed,
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        let wall = wall_now_ms();
+        if self.speed == 1.0 && self.origin_ms == self.origin_wall_ms {
+            return wall;
+        }
+        self.origin_ms + ((wall - self.origin_wall_ms) as f64 * self.speed) as i64
+    }
+
+    /// How many simulated milliseconds pass per wall millisecond.
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+}
+
+fn wall_now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }
 
 /// Upper bounds of `modelwatch_commit_duration_seconds`.
