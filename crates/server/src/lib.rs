@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod config;
 pub mod error;
+pub mod grafana;
 pub mod ingest;
 mod ingest_api;
 pub mod labels;
