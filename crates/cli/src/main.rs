@@ -1,6 +1,7 @@
 //! The `modelwatch` command: `serve` runs the monitoring server, `rules`
-//! prints the equivalent Prometheus rules, `check` validates a config file,
-//! `demo` runs the server fed by a simulated model.
+//! prints the equivalent Prometheus rules, `dashboard` a Grafana dashboard,
+//! `check` validates a config file, `demo` runs the server fed by a
+//! simulated model.
 
 mod demo;
 
@@ -47,6 +48,15 @@ enum Command {
         /// YAML config file; the default rules without one.
         #[arg(long, env = "MODELWATCH_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Print a Grafana dashboard (JSON) of the metrics, with the alert thresholds and SLOs in force.
+    Dashboard {
+        /// YAML config file; the default rules and no SLOs without one.
+        #[arg(long, env = "MODELWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Write the dashboard to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Validate a config file and print the effective settings.
     Check {
@@ -126,6 +136,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let slos = config.slos().map_err(anyhow::Error::msg)?;
             let rules = config.rules().map_err(anyhow::Error::msg)?;
             print!("{}", modelwatch_server::promql::rule_file(&rules, &slos));
+            Ok(())
+        }
+        Command::Dashboard { config, out } => {
+            let config = load_config(config.as_ref())?;
+            let slos = config.slos().map_err(anyhow::Error::msg)?;
+            let rules = config.rules().map_err(anyhow::Error::msg)?;
+            let dashboard = modelwatch_server::grafana::dashboard_json(&rules, &slos);
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, dashboard).with_context(|| format!("writing {}", path.display()))?
+                }
+                None => print!("{dashboard}"),
+            }
             Ok(())
         }
         Command::Check { config } => {

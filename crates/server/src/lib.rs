@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod grafana;
 pub mod ingest;
 mod ingest_api;
 pub mod labels;

@@ -707,6 +707,16 @@ impl Prometheus {
     /// every `scrape_interval` (a Prometheus duration such as `1s`), and
     /// waits until `/-/ready` answers 200.
     pub fn start(targets: &[String], scrape_interval: &str) -> Prometheus {
+        Self::start_inner(targets, scrape_interval, None)
+    }
+
+    /// Like [`Prometheus::start`], and evaluates the rules of `rule_file`
+    /// (Prometheus rule YAML) every `scrape_interval`.
+    pub fn start_with_rules(targets: &[String], scrape_interval: &str, rule_file: &str) -> Prometheus {
+        Self::start_inner(targets, scrape_interval, Some(rule_file))
+    }
+
+    fn start_inner(targets: &[String], scrape_interval: &str, rule_file: Option<&str>) -> Prometheus {
         let prometheus_binary = require_program("prometheus", PROMETHEUS_INSTALL);
         let directory = tempfile::Builder::new()
             .prefix("prometheus-")
@@ -721,6 +731,14 @@ impl Prometheus {
             job = Self::JOB,
             targets = quoted_targets.join(", "),
         );
+        let config = match rule_file {
+            Some(rules) => {
+                std::fs::write(directory.path().join("rules.yml"), rules).expect("write rules.yml");
+                // Relative rule files are read from the config file's directory.
+                format!("{config}rule_files:\n  - rules.yml\n")
+            }
+            None => config,
+        };
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let client = http_client();
         let log_path = directory.path().join("prometheus.log");
