@@ -17,6 +17,7 @@ pub mod promql;
 mod query_api;
 pub mod remediation;
 pub mod state;
+mod timeseries_api;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,7 @@ pub fn app(app: App) -> Router {
         .route("/v1/models/{model}/predictions", get(query_api::predictions))
         .route("/v1/models/{model}/features", get(query_api::features))
         .route("/v1/models/{model}/slo", get(alerts::model_slo))
+        .route("/v1/models/{model}/timeseries", get(timeseries_api::timeseries))
         .route("/v1/alerts", get(alerts::active))
         .route("/v1/alerts/history", get(alerts::history))
         .route("/v1/remediations", get(notify_api::remediations))

@@ -43,7 +43,7 @@ pub(crate) fn format_time(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-fn parse_end(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_end(text: &str) -> Result<i64, ApiError> {
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidParameter,
@@ -96,7 +96,7 @@ fn window_bucket(app: &App, model: &str, resolved: &Resolved) -> Result<Bucket, 
         .unwrap_or_default())
 }
 
-fn known_model(aggregates: &Aggregates, model: &str) -> Result<(), ApiError> {
+pub(crate) fn known_model(aggregates: &Aggregates, model: &str) -> Result<(), ApiError> {
     if aggregates.models.contains_key(model) {
         Ok(())
     } else {
@@ -568,7 +568,11 @@ pub(crate) async fn performance(
     }))
 }
 
-fn known_version(aggregates: &Aggregates, model: &str, version: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn known_version(
+    aggregates: &Aggregates,
+    model: &str,
+    version: Option<&str>,
+) -> Result<(), ApiError> {
     match version {
         Some(version) if !aggregates.models[model].versions.contains_key(version) => Err(ApiError::new(
             ErrorCode::NotFound,
