@@ -59,7 +59,8 @@
           dash: s.dash,
           fill: options.bars || s.fill ? (s.color || COLORS[index % COLORS.length]) + (options.bars ? "cc" : "22") : undefined,
           paths: options.bars ? uPlot.paths.bars({ size: [0.7, 80] }) : undefined,
-          points: { show: false },
+          // A value with no neighbour draws no line: mark it with a dot.
+          points: { show: false, size: 6, fill: s.color || COLORS[index % COLORS.length], filter: options.bars ? null : isolatedPoints },
           spanGaps: false,
           value: (u, v) => (v == null ? MW.NONE : s.format ? s.format(v) : String(v)),
         })),
@@ -71,11 +72,25 @@
     charts[id] = state;
   }
 
+  /** The indices of values whose neighbours are both missing. */
+  function isolatedPoints(u, seriesIndex) {
+    const values = u.data[seriesIndex];
+    const isolated = [];
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] != null && (i === 0 || values[i - 1] == null) && (i === values.length - 1 || values[i + 1] == null)) isolated.push(i);
+    }
+    return isolated.length ? isolated : null;
+  }
+
   function resizeCharts() {
     for (const [id, state] of Object.entries(charts)) {
       const figure = document.getElementById(id);
       state.plot.setSize({ width: Math.max(280, figure.clientWidth - 24), height: 190 });
     }
+  }
+
+  function caption(id, text) {
+    document.querySelector("#" + id + " figcaption").textContent = text;
   }
 
   function note(id, text, points) {
@@ -139,6 +154,10 @@
         return all ? (rest.reduce((a, c) => a + (p.classes[c] || 0), 0) / all) * 100 : null;
       }));
     }
+    const regression = ts.kind === "regression";
+    document.getElementById("chart-classes").hidden = regression;
+    caption("chart-confidence", regression ? "Output distribution (window)" : "Confidence distribution (window)");
+    caption("chart-quality", regression ? "MAE and RMSE" : "Accuracy, macro F1, label coverage");
     const classified = points.filter((p) => Object.keys(p.classes).length).length;
     if (classSeries.length) {
       chart("chart-classes", classSeries, [x, ...classData], { range, axis: (v) => v + "%", yRange: () => [0, 100] });
@@ -169,7 +188,7 @@
       note("chart-confidence", "mean " + confidence.mean.toFixed(3) + " \u00b7 p25 " + MW.number(confidence.p25) + " \u00b7 at most 0.6: " + MW.percent(confidence.low_confidence_share), confidence.count);
     } else if (predictions && predictions.regression) {
       const r = predictions.regression;
-      note("chart-confidence", "Regression output: mean " + MW.number(r.mean) + ", std " + MW.number(r.std) + ", p50 " + MW.number(r.p50) + ", p95 " + MW.number(r.p95) + ", p99 " + MW.number(r.p99), r.count);
+      note("chart-confidence", "mean " + MW.number(r.mean) + ", std " + MW.number(r.std) + ", p50 " + MW.number(r.p50) + ", p95 " + MW.number(r.p95) + ", p99 " + MW.number(r.p99), r.count);
     } else {
       note("chart-confidence", "No confidence in this window", 0);
     }
@@ -297,19 +316,20 @@
     }
     rows.sort((a, b) => (b.drifted === true) - (a.drifted === true) || (b.score / b.threshold || 0) - (a.score / a.threshold || 0));
     const baseline = drift.baseline || {};
+    const withPValues = rows.some((r) => MW.isNumber(r.p_value));
     replace(container,
       el("p", { class: "hint" },
         "baseline: " + (baseline.kind === "frozen" ? "frozen window" : "previous window") + " " + MW.time(baseline.from) + " \u2192 " + MW.time(baseline.to) +
         " (" + MW.count(baseline.rows) + " rows) \u00b7 current: " + MW.count(drift.rows) + " rows \u00b7 drifted features: " +
         MW.count(drift.drifted_features) + " (" + MW.percent(drift.share_drifted) + ")"),
       el("table", { class: "drift" },
-        el("thead", {}, el("tr", {}, el("th", {}, "name"), el("th", {}, "method"), el("th", { class: "num" }, "score"), el("th", { class: "num" }, "threshold"), el("th", { class: "num" }, "p-value"), el("th", {}, ""))),
+        el("thead", {}, el("tr", {}, el("th", {}, "name"), el("th", {}, "method"), el("th", { class: "num" }, "score"), el("th", { class: "num" }, "threshold"), withPValues ? el("th", { class: "num" }, "p-value") : null, el("th", {}, ""))),
         el("tbody", {}, rows.map((r) => el("tr", { dataset: { feature: r.name } },
           el("td", {}, r.name, el("span", { class: "kind" }, r.group === "prediction" ? "prediction" : r.type || "")),
           el("td", {}, r.method || ""),
           el("td", { class: "num" + (r.drifted ? " bad" : "") }, MW.number(r.score)),
           el("td", { class: "num" }, MW.number(r.threshold)),
-          el("td", { class: "num" }, MW.number(r.p_value)),
+          withPValues ? el("td", { class: "num" }, MW.number(r.p_value)) : null,
           el("td", {}, r.drifted ? el("span", { class: "chip firing" }, "drifted") : el("span", { class: "chip ok" }, "ok")))))));
   }
 
@@ -345,10 +365,13 @@
       MW.getJson("/v1/alerts"),
       MW.getJson("/v1/alerts/history?limit=500"),
     ]);
+    const content = document.getElementById("content");
     if (ts.status === 404) {
-      MW.banner("modelwatch has no model named \u201c" + model + "\u201d (or no such version).");
+      MW.banner("modelwatch has no model named \u201c" + model + "\u201d" + (version ? " or it has no version \u201c" + version + "\u201d" : "") + ".");
+      content.hidden = true;
       return true;
     }
+    content.hidden = false;
     for (const [name, answer] of [["timeseries", ts], ["operations", ops], ["predictions", predictions], ["performance", perf]]) {
       if (!answer.ok) {
         MW.banner("Cannot read /" + name + ": " + (answer.error || "HTTP " + answer.status));
