@@ -68,6 +68,16 @@ fn rate(value: &Value) -> String {
     }
 }
 
+/// `MW.number`: three decimals under 10, one under 100, none above.
+fn number(value: &Value) -> String {
+    match value.as_f64() {
+        None => "\u{2013}".to_owned(),
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) if x.abs() >= 10.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.3}"),
+    }
+}
+
 #[test]
 fn the_formats_match_the_pages() {
     assert_eq!(count(0), "0");
@@ -83,6 +93,8 @@ fn the_formats_match_the_pages() {
     assert_eq!(rate(&json!(0.1666)), "0.17");
     assert_eq!(rate(&json!(0.0006)), "<0.01");
     assert_eq!(rate(&json!(0)), "0.00");
+    assert_eq!(number(&json!(2)), "2.000");
+    assert_eq!(number(&json!(83.33)), "83.3");
 }
 
 // ---- traffic ---------------------------------------------------------------
@@ -604,6 +616,38 @@ fn the_dashboard_shows_what_the_api_answers_in_chromium() {
         "the window is kept in the URL"
     );
     assert_no_problems(&browser, "model");
+
+    // ---- a regression model: MAE and RMSE instead of accuracy, no class chart.
+    browser.navigate(&server.url("/models/price_estimator"));
+    browser.wait_for(
+        "document.body.dataset.state === 'ready' && document.getElementById('model-name').textContent === 'price_estimator'",
+        DEADLINE,
+        "document.body.dataset.state",
+    );
+    let page = browser.evaluate(MODEL_PAGE);
+    let performance = get_json(&server, "/v1/models/price_estimator/performance?window=1h");
+    assert_eq!(
+        page["tiles"]["mae"]["value"],
+        number(&performance["regression"]["mae"])
+    );
+    assert_eq!(page["tiles"]["mae"]["value"], "2.000");
+    assert_eq!(
+        page["tiles"]["rmse"]["value"],
+        number(&performance["regression"]["rmse"])
+    );
+    assert!(page["tiles"].get("accuracy").is_none(), "{page}");
+    assert_eq!(
+        browser.evaluate("document.getElementById('chart-classes').hidden"),
+        json!(true)
+    );
+    let timeseries = get_json(&server, "/v1/models/price_estimator/timeseries?window=1h");
+    assert_eq!(
+        page["points"]["chart-quality"],
+        points_with(&timeseries, "labeled")
+    );
+    // The 60 labeled predictions were made over 50 distinct minutes.
+    assert_eq!(page["points"]["chart-quality"], SPREAD_MINUTES, "{page}");
+    assert_no_problems(&browser, "regression model");
 }
 
 #[test]

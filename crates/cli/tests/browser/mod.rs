@@ -321,7 +321,8 @@ impl Browser {
                         ));
                     }
                 }
-                "Network.loadingFailed" => {
+                // A request the page or a navigation cancelled is no failure.
+                "Network.loadingFailed" if params["canceled"] != json!(true) => {
                     lines.push(format!(
                         "request failed: {} ({})",
                         params["errorText"].as_str().unwrap_or_default(),
