@@ -1,4 +1,5 @@
-//! The modelwatch server: ingestion, the query API and `/metrics` over HTTP.
+//! The modelwatch server: ingestion, the query API, `/metrics` and the
+//! built-in dashboard over HTTP.
 //!
 //! [`app`] builds the router over shared state (testable without a socket);
 //! [`serve`] opens the store, restores the aggregates, starts the writer
@@ -6,6 +7,7 @@
 
 pub mod alerts;
 pub mod config;
+mod dashboard;
 pub mod drift;
 pub mod error;
 pub mod grafana;
@@ -19,6 +21,7 @@ pub mod promql;
 mod query_api;
 pub mod remediation;
 pub mod state;
+mod timeseries_api;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,10 +71,16 @@ pub fn app(app: App) -> Router {
                 .post(drift::set_baseline)
                 .delete(drift::delete_baseline),
         )
+        .route("/v1/models/{model}/timeseries", get(timeseries_api::timeseries))
         .route("/v1/alerts", get(alerts::active))
         .route("/v1/alerts/history", get(alerts::history))
         .route("/v1/remediations", get(notify_api::remediations))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(dashboard::overview_page))
+        .route("/models/{model}", get(dashboard::model_page))
+        .route("/assets/{*path}", get(dashboard::asset))
+        .route("/v1/dashboard/overview", get(dashboard::overview))
+        .route("/v1/dashboard/capabilities", get(dashboard::capabilities))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })

@@ -572,7 +572,11 @@ pub(crate) async fn performance(
     }))
 }
 
-fn known_version(aggregates: &Aggregates, model: &str, version: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn known_version(
+    aggregates: &Aggregates,
+    model: &str,
+    version: Option<&str>,
+) -> Result<(), ApiError> {
     match version {
         Some(version) if !aggregates.models[model].versions.contains_key(version) => Err(ApiError::new(
             ErrorCode::NotFound,
