@@ -294,7 +294,7 @@ pub(crate) async fn overview(
     })?;
     let end_ms = match &params.end {
         Some(end) => parse_end(end)?,
-        None => jiff::Timestamp::now().as_millisecond(),
+        None => app.shared.clock.now_ms(),
     };
     let slos = app
         .shared

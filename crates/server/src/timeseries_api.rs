@@ -124,7 +124,7 @@ pub(crate) async fn timeseries(
     })?;
     let end_ms = match &params.end {
         Some(end) => parse_end(end)?,
-        None => jiff::Timestamp::now().as_millisecond(),
+        None => app.shared.clock.now_ms(),
     };
     let window = Window::ending_at(end_ms, length_ms);
     let step_ms = match &params.step {
