@@ -11,8 +11,14 @@
 //! durable label ingestion, the quality query and 14 daily rolling
 //! accuracies, checked against and timed next to the seed's pandas merge
 //! plus scikit-learn.
+//!
+//! `drift`: 8 numeric features of the same log, week 1 against week 2:
+//! summaries and scores from memory and end to end from CSV files, and KS
+//! and PSI at 1M against 1M, against Evidently's DataDriftPreset and
+//! scipy/numpy, with every score checked against scipy on the raw values.
 
 mod anchor;
+mod drift;
 mod events;
 mod load;
 mod quality;
@@ -58,6 +64,11 @@ enum Command {
     /// rolling accuracies over the shared anchors' log, against the seed's
     /// pandas merge plus scikit-learn (bench_join.py, bench_rolling.py).
     Quality(quality::QualityArgs),
+    /// Drift of 8 numeric features (week 1 against week 2 of the anchors'
+    /// log): summaries and scores in memory and end to end from CSV files,
+    /// KS and PSI at 1M against 1M, against Evidently's DataDriftPreset
+    /// (bench_evidently.py) and scipy/numpy (bench_stats.py).
+    Drift(drift::DriftArgs),
 }
 
 #[derive(Args)]
@@ -505,6 +516,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let checks_passed = match cli.command {
         Command::Ingest(args) => ingest(args)?,
         Command::Quality(args) => quality::run(args, &workspace_root(), &target_dir())?,
+        Command::Drift(args) => drift::run(args, &workspace_root(), &target_dir())?,
     };
     Ok(if checks_passed {
         std::process::ExitCode::SUCCESS
