@@ -1,7 +1,7 @@
 //! The `modelwatch` command: `serve` runs the monitoring server, `rules`
 //! prints the equivalent Prometheus rules, `dashboard` a Grafana dashboard,
 //! `check` validates a config file, `demo` runs the server fed by a
-//! simulated model.
+//! simulated model, `report` evaluates prediction and label files offline.
 
 mod demo;
 
@@ -66,6 +66,57 @@ enum Command {
     /// Run the server fed by a simulated fraud detector that degrades after
     /// two simulated hours: watch the alerts fire on the dashboard.
     Demo(demo::DemoArgs),
+    /// Evaluate prediction and label files offline (no server, no database):
+    /// the server's figures per model, over the whole range and per window.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Prediction events: .ndjson, .jsonl or .csv, optionally .gz. Repeat
+    /// for several files, read in order.
+    #[arg(long, required = true)]
+    predictions: Vec<PathBuf>,
+    /// Label events, joined on prediction_id (a later label for the same id
+    /// replaces the earlier one). Repeatable.
+    #[arg(long)]
+    labels: Vec<PathBuf>,
+    /// Predictions to measure drift against (each window and the whole range
+    /// are compared with them). Repeatable.
+    #[arg(long)]
+    reference: Vec<PathBuf>,
+    /// Length of the tumbling windows, aligned on the Unix epoch (1d windows
+    /// are UTC days).
+    #[arg(long, default_value = "1d")]
+    window: String,
+    /// A time windows start at (RFC 3339 or Unix seconds), instead of the
+    /// epoch: `--window 7d --align 2026-11-02T00:00:00Z` gives weeks from Monday.
+    #[arg(long)]
+    align: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    /// Write the report here instead of to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The model of CSV prediction rows, for files without a model column.
+    #[arg(long)]
+    model: Option<String>,
+    /// YAML config: its limits, ingest limits and drift methods apply.
+    #[arg(long, env = "MODELWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Parsing threads (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Never draw the progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    Html,
 }
 
 /// Niceness +5 (the crate maps 0..=99 onto nice 19..=-20): a request thread
@@ -95,6 +146,76 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    let window_ms = modelwatch_core::time::parse_duration_ms(&args.window)?;
+    let align_ms = match &args.align {
+        None => 0,
+        Some(text) => match text.parse::<f64>() {
+            Ok(seconds) if seconds.is_finite() => (seconds * 1000.0).round() as i64,
+            _ => text
+                .parse::<jiff::Timestamp>()
+                .with_context(|| format!("--align {text:?} is neither an RFC 3339 time nor Unix seconds"))?
+                .as_millisecond(),
+        },
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|cores| cores.get())
+            .unwrap_or(2)
+    });
+    let options = modelwatch_report::Options {
+        predictions: args.predictions,
+        labels: args.labels,
+        reference: args.reference,
+        window_ms,
+        align_ms,
+        window_text: args.window.trim().to_owned(),
+        default_model: args.model,
+        limits: config.limits.clone(),
+        parse_limits: config.ingest.parse_limits(),
+        feature_methods: config.drift.features.clone(),
+        prediction_methods: config.drift.predictions.clone(),
+        threads,
+        progress: !args.no_progress,
+        now_ms: jiff::Timestamp::now().as_millisecond(),
+        top_categories: 10,
+    };
+    let report = modelwatch_report::evaluate(&options)?;
+    if report.problems.total > 0 {
+        eprintln!(
+            "warning: {} rows could not be used (they are listed in the report), the first:",
+            report.problems.total
+        );
+        for problem in report.problems.listed.iter().take(5) {
+            eprintln!(
+                "  {}:{}: {} {}: {}",
+                problem.file,
+                problem.line,
+                problem.code,
+                problem.field.as_deref().unwrap_or("(row)"),
+                problem.message
+            );
+        }
+    }
+    let format = match args.format {
+        ReportFormat::Text => modelwatch_report::render::OutputFormat::Text,
+        ReportFormat::Json => modelwatch_report::render::OutputFormat::Json,
+        ReportFormat::Html => modelwatch_report::render::OutputFormat::Html,
+    };
+    let rendered = modelwatch_report::render::render(&report, format);
+    match args.out {
+        Some(path) => {
+            std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(rendered.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 fn main() {
@@ -151,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Report(args) => report(args),
         Command::Check { config } => {
             let loaded = Config::load(&config)?;
             println!("{}: ok", config.display());

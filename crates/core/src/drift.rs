@@ -811,6 +811,186 @@ fn linear_abs_integral(a: f64, b: f64) -> f64 {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Comparing two summaries, variable by variable
+// ---------------------------------------------------------------------------
+
+/// Evidently's "dataset drift": at least this share of features drifted.
+pub const DATASET_DRIFT_SHARE: f64 = 0.5;
+
+/// A drift method chosen for one variable instead of the default selection
+/// (the config's `drift.features.NAME` and `drift.predictions.OUTPUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodOverride {
+    pub method: Method,
+    /// The method's default threshold when absent.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+/// The drift of one variable.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariableDrift {
+    /// `numeric` or `categorical`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub reference_count: u64,
+    pub current_count: u64,
+    #[serde(flatten)]
+    pub score: Option<Score>,
+    /// Why there is no score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl VariableDrift {
+    pub fn drifted(&self) -> bool {
+        self.score.as_ref().is_some_and(|score| score.drifted)
+    }
+}
+
+fn numeric_or_categorical<'a>(
+    numeric: Option<&'a NumericSummary>,
+    categorical: Option<&'a BTreeMap<String, u64>>,
+    prefer_numeric: bool,
+) -> Option<Distribution<'a>> {
+    let numeric = numeric
+        .filter(|summary| summary.count() > 0)
+        .map(Distribution::Numeric);
+    let categorical = categorical
+        .filter(|counts| !counts.is_empty())
+        .map(Distribution::Categorical);
+    if prefer_numeric {
+        numeric.or(categorical)
+    } else {
+        categorical.or(numeric)
+    }
+}
+
+static EMPTY_COUNTS: BTreeMap<String, u64> = BTreeMap::new();
+
+fn compare(
+    reference: Option<Distribution<'_>>,
+    current: Option<Distribution<'_>>,
+    choice: Option<&MethodOverride>,
+) -> VariableDrift {
+    let numeric = matches!(reference.or(current), Some(Distribution::Numeric(_)));
+    let empty = Distribution::Categorical(&EMPTY_COUNTS);
+    let (reference, current) = (reference.unwrap_or(empty), current.unwrap_or(empty));
+    let method = choice.map_or_else(|| default_method(reference, current), |choice| choice.method);
+    let outcome = score(
+        method,
+        choice.and_then(|choice| choice.threshold),
+        reference,
+        current,
+    );
+    VariableDrift {
+        kind: if numeric { "numeric" } else { "categorical" },
+        reference_count: reference.count(),
+        current_count: current.count(),
+        error: outcome
+            .as_ref()
+            .err()
+            .map(|error| format!("{}: {error}", method.as_str())),
+        score: outcome.ok(),
+    }
+}
+
+/// The drift of every variable of `current` against `reference`: per
+/// feature, and per output (`class`, `confidence`, `value`). `features` and
+/// `predictions` choose methods by name; the others get [`default_method`].
+pub fn compare_summaries(
+    features_methods: &BTreeMap<String, MethodOverride>,
+    predictions_methods: &BTreeMap<String, MethodOverride>,
+    reference: &DriftSummary,
+    current: &DriftSummary,
+) -> (BTreeMap<String, VariableDrift>, BTreeMap<String, VariableDrift>) {
+    let mut names: Vec<&String> = reference
+        .numeric
+        .keys()
+        .chain(reference.categorical.keys())
+        .chain(current.numeric.keys())
+        .chain(current.categorical.keys())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut features = BTreeMap::new();
+    for name in names {
+        // A feature is numeric when the baseline (or, without values there,
+        // the window) has numbers for it.
+        let prefer_numeric = reference
+            .numeric
+            .get(name)
+            .is_some_and(|summary| summary.count() > 0)
+            || (!reference.categorical.contains_key(name) && current.numeric.contains_key(name));
+        fn side<'a>(summary: &'a DriftSummary, name: &str, prefer_numeric: bool) -> Option<Distribution<'a>> {
+            numeric_or_categorical(
+                summary.numeric.get(name),
+                summary.categorical.get(name),
+                prefer_numeric,
+            )
+        }
+        let drift = compare(
+            side(reference, name, prefer_numeric),
+            side(current, name, prefer_numeric),
+            features_methods.get(name),
+        );
+        features.insert(name.clone(), drift);
+    }
+    let mut predictions = BTreeMap::new();
+    if !reference.classes.is_empty() || !current.classes.is_empty() {
+        predictions.insert(
+            "class".to_owned(),
+            compare(
+                Some(Distribution::Categorical(&reference.classes)),
+                Some(Distribution::Categorical(&current.classes)),
+                predictions_methods.get("class"),
+            ),
+        );
+    }
+    for (output, reference, current) in [
+        ("confidence", &reference.confidence, &current.confidence),
+        ("value", &reference.regression, &current.regression),
+    ] {
+        if reference.count() > 0 || current.count() > 0 {
+            predictions.insert(
+                output.to_owned(),
+                compare(
+                    Some(Distribution::Numeric(reference)),
+                    Some(Distribution::Numeric(current)),
+                    predictions_methods.get(output),
+                ),
+            );
+        }
+    }
+    (features, predictions)
+}
+
+/// How many features were compared (both sides have values) and drifted,
+/// the share drifted, and Evidently's dataset drift (`share >= 0.5`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DatasetDrift {
+    pub features_compared: usize,
+    pub drifted_features: usize,
+    pub share_drifted: Option<f64>,
+    pub dataset_drift: bool,
+}
+
+impl DatasetDrift {
+    pub fn of(features: &BTreeMap<String, VariableDrift>) -> Self {
+        let compared = features.values().filter(|drift| drift.score.is_some()).count();
+        let drifted = features.values().filter(|drift| drift.drifted()).count();
+        let share = (compared > 0).then(|| drifted as f64 / compared as f64);
+        Self {
+            features_compared: compared,
+            drifted_features: drifted,
+            share_drifted: share,
+            dataset_drift: share.is_some_and(|share| share >= DATASET_DRIFT_SHARE),
+        }
+    }
+}
+
 /// Which features drifted: what drift alert rules read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriftVerdict {

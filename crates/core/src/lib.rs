@@ -8,6 +8,7 @@ pub mod alerting;
 pub mod codec;
 pub mod drift;
 pub mod event;
+pub mod figures;
 pub mod limits;
 pub mod quality;
 pub mod series;

@@ -902,7 +902,7 @@ impl crate::alerting::RuleInputs for Aggregates {
 
 /// Adds an event to a drift summary, with its names already folded (or as
 /// sent, in a [`Delta`]).
-fn observe_drift(
+pub fn observe_drift(
     summary: &mut DriftSummary,
     event: &PredictionEvent,
     predicted_class: Option<&str>,

@@ -67,15 +67,9 @@ pub enum BaselineSetting {
     PreviousWindow,
 }
 
-/// A drift method chosen for one variable.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodOverride {
-    pub method: modelwatch_core::drift::Method,
-    /// The method's default threshold when absent.
-    #[serde(default)]
-    pub threshold: Option<f64>,
-}
+/// A drift method chosen for one variable (defined in core, where the
+/// comparison that reads it lives).
+pub use modelwatch_core::drift::MethodOverride;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

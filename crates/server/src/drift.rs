@@ -17,9 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use modelwatch_core::aggregate::Counters;
 use modelwatch_core::alerting::RuleInputs;
-use modelwatch_core::drift::{
-    Distribution, DriftSummary, DriftVerdict, NumericSummary, Score, default_method, score,
-};
+use modelwatch_core::drift::{self, DatasetDrift, DriftSummary, DriftVerdict, NumericSummary};
 use modelwatch_core::event::TimestampMs;
 use modelwatch_core::quality::Quality;
 use modelwatch_core::series::Aggregates;
@@ -28,12 +26,11 @@ use modelwatch_store::{AlertStore, BaselineRow, StoreError, Synchronous};
 use serde::{Deserialize, Serialize};
 
 use crate::App;
-use crate::config::{BaselineSetting, Config, MethodOverride};
+use crate::config::{BaselineSetting, Config};
 use crate::error::{ApiError, ErrorCode};
 use crate::query_api::{WindowParams, format_time, known_model, parse_end, resolve};
 
-/// Evidently's "dataset drift": at least this share of features drifted.
-pub const DATASET_DRIFT_SHARE: f64 = 0.5;
+pub use modelwatch_core::drift::{DATASET_DRIFT_SHARE, VariableDrift};
 
 /// A frozen baseline: the merged summary of a window of production traffic.
 #[derive(Debug, Clone)]
@@ -147,27 +144,6 @@ pub struct BaselineInfo {
     pub rows: u64,
 }
 
-/// The drift of one variable.
-#[derive(Debug, Clone, Serialize)]
-pub struct VariableDrift {
-    /// `numeric` or `categorical`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub reference_count: u64,
-    pub current_count: u64,
-    #[serde(flatten)]
-    pub score: Option<Score>,
-    /// Why there is no score.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl VariableDrift {
-    pub fn drifted(&self) -> bool {
-        self.score.as_ref().is_some_and(|score| score.drifted)
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftReport {
     pub model: String,
@@ -202,118 +178,19 @@ impl DriftReport {
     }
 }
 
-fn numeric_or_categorical<'a>(
-    numeric: Option<&'a NumericSummary>,
-    categorical: Option<&'a BTreeMap<String, u64>>,
-    prefer_numeric: bool,
-) -> Option<Distribution<'a>> {
-    let numeric = numeric
-        .filter(|summary| summary.count() > 0)
-        .map(Distribution::Numeric);
-    let categorical = categorical
-        .filter(|counts| !counts.is_empty())
-        .map(Distribution::Categorical);
-    if prefer_numeric {
-        numeric.or(categorical)
-    } else {
-        categorical.or(numeric)
-    }
-}
-
-static EMPTY_COUNTS: BTreeMap<String, u64> = BTreeMap::new();
-
-fn compare(
-    reference: Option<Distribution<'_>>,
-    current: Option<Distribution<'_>>,
-    choice: Option<&MethodOverride>,
-) -> VariableDrift {
-    let numeric = matches!(reference.or(current), Some(Distribution::Numeric(_)));
-    let empty = Distribution::Categorical(&EMPTY_COUNTS);
-    let (reference, current) = (reference.unwrap_or(empty), current.unwrap_or(empty));
-    let method = choice.map_or_else(|| default_method(reference, current), |choice| choice.method);
-    let outcome = score(
-        method,
-        choice.and_then(|choice| choice.threshold),
-        reference,
-        current,
-    );
-    VariableDrift {
-        kind: if numeric { "numeric" } else { "categorical" },
-        reference_count: reference.count(),
-        current_count: current.count(),
-        error: outcome
-            .as_ref()
-            .err()
-            .map(|error| format!("{}: {error}", method.as_str())),
-        score: outcome.ok(),
-    }
-}
-
-/// Compares `current` with `reference` for every feature and output.
+/// Compares `current` with `reference` for every feature and output, with
+/// the config's method overrides.
 pub fn compare_summaries(
     config: &Config,
     reference: &DriftSummary,
     current: &DriftSummary,
 ) -> (BTreeMap<String, VariableDrift>, BTreeMap<String, VariableDrift>) {
-    let mut names: Vec<&String> = reference
-        .numeric
-        .keys()
-        .chain(reference.categorical.keys())
-        .chain(current.numeric.keys())
-        .chain(current.categorical.keys())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let mut features = BTreeMap::new();
-    for name in names {
-        // A feature is numeric when the baseline (or, without values there,
-        // the window) has numbers for it.
-        let prefer_numeric = reference
-            .numeric
-            .get(name)
-            .is_some_and(|summary| summary.count() > 0)
-            || (!reference.categorical.contains_key(name) && current.numeric.contains_key(name));
-        fn side<'a>(summary: &'a DriftSummary, name: &str, prefer_numeric: bool) -> Option<Distribution<'a>> {
-            numeric_or_categorical(
-                summary.numeric.get(name),
-                summary.categorical.get(name),
-                prefer_numeric,
-            )
-        }
-        let drift = compare(
-            side(reference, name, prefer_numeric),
-            side(current, name, prefer_numeric),
-            config.drift.features.get(name),
-        );
-        features.insert(name.clone(), drift);
-    }
-    let mut predictions = BTreeMap::new();
-    if !reference.classes.is_empty() || !current.classes.is_empty() {
-        predictions.insert(
-            "class".to_owned(),
-            compare(
-                Some(Distribution::Categorical(&reference.classes)),
-                Some(Distribution::Categorical(&current.classes)),
-                config.drift.predictions.get("class"),
-            ),
-        );
-    }
-    for (output, reference, current) in [
-        ("confidence", &reference.confidence, &current.confidence),
-        ("value", &reference.regression, &current.regression),
-    ] {
-        if reference.count() > 0 || current.count() > 0 {
-            predictions.insert(
-                output.to_owned(),
-                compare(
-                    Some(Distribution::Numeric(reference)),
-                    Some(Distribution::Numeric(current)),
-                    config.drift.predictions.get(output),
-                ),
-            );
-        }
-    }
-    (features, predictions)
+    drift::compare_summaries(
+        &config.drift.features,
+        &config.drift.predictions,
+        reference,
+        current,
+    )
 }
 
 /// The drift of `model` over `window` against its baseline (the config's
@@ -393,9 +270,7 @@ pub fn report(
         }
     };
     let (features, predictions) = compare_summaries(config, reference, &current);
-    let compared = features.values().filter(|drift| drift.score.is_some()).count();
-    let drifted = features.values().filter(|drift| drift.drifted()).count();
-    let share = (compared > 0).then(|| drifted as f64 / compared as f64);
+    let dataset = DatasetDrift::of(&features);
     Ok(DriftReport {
         model: model.to_owned(),
         version: version.map(str::to_owned),
@@ -406,10 +281,10 @@ pub fn report(
         rows: current.rows,
         features,
         predictions,
-        features_compared: compared,
-        drifted_features: drifted,
-        share_drifted: share,
-        dataset_drift: share.is_some_and(|share| share >= DATASET_DRIFT_SHARE),
+        features_compared: dataset.features_compared,
+        drifted_features: dataset.drifted_features,
+        share_drifted: dataset.share_drifted,
+        dataset_drift: dataset.dataset_drift,
     })
 }
 

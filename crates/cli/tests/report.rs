@@ -1,0 +1,786 @@
+//! `modelwatch report` on the real binary: offline figures from files.
+//!
+//! - The quality oracle (`tests/oracle/quality/`, scikit-learn) through the
+//!   report: every oracle query that is one of the report's tumbling windows
+//!   must match to 1e-9, and the label bookkeeping must match the server's.
+//! - The same data as CSV gives the same report as NDJSON.
+//! - Drift against a reference file matches the scipy/numpy drift oracle
+//!   (`tests/oracle/drift/`) with the tolerances of `tests/drift.rs`.
+//! - Bad rows are reported with their line and field, and do not stop the
+//!   report.
+//! - The HTML report is one self-contained file with SVG charts.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const ABSOLUTE_TOLERANCE: f64 = 1e-9;
+/// For large magnitudes (a MAPE over a true value of 0 is about 1e12).
+const RELATIVE_TOLERANCE: f64 = 1e-12;
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_modelwatch")
+}
+
+fn oracle(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/oracle")
+        .join(path)
+}
+
+fn run(arguments: &[&str]) -> Output {
+    let output = Command::new(binary())
+        .arg("report")
+        .args(arguments)
+        .output()
+        .expect("run modelwatch report");
+    assert!(
+        output.status.success(),
+        "modelwatch report {arguments:?} failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs the report with `--format json` and parses it.
+fn json_report(arguments: &[&str]) -> Value {
+    let mut all = arguments.to_vec();
+    all.extend(["--format", "json", "--threads", "2"]);
+    let output = run(&all);
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "the JSON report is not JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn floats_match(actual: f64, expected: f64) -> bool {
+    let difference = (actual - expected).abs();
+    difference <= ABSOLUTE_TOLERANCE || difference <= RELATIVE_TOLERANCE * expected.abs()
+}
+
+/// Records every difference between `expected` and `actual` at `field`:
+/// integers equal, floats within tolerance, objects with the same keys,
+/// arrays of the same length.
+fn compare(field: &str, expected: &Value, actual: Option<&Value>, problems: &mut Vec<String>) {
+    let Some(actual) = actual else {
+        problems.push(format!("{field}: missing, expected {expected}"));
+        return;
+    };
+    match (expected, actual) {
+        (Value::Number(wanted), Value::Number(got)) if wanted.is_f64() || got.is_f64() => {
+            let (wanted, got) = (wanted.as_f64().unwrap(), got.as_f64().unwrap());
+            if !floats_match(got, wanted) {
+                problems.push(format!("{field}: expected {wanted:?}, got {got:?}"));
+            }
+        }
+        (Value::Array(wanted), Value::Array(got)) if wanted.len() == got.len() => {
+            for (index, (wanted, got)) in wanted.iter().zip(got).enumerate() {
+                compare(&format!("{field}[{index}]"), wanted, Some(got), problems);
+            }
+        }
+        (Value::Object(wanted), Value::Object(got)) => {
+            let wanted_keys: Vec<&String> = wanted.keys().collect();
+            let got_keys: Vec<&String> = got.keys().collect();
+            if wanted_keys != got_keys {
+                problems.push(format!(
+                    "{field}: expected the keys {wanted_keys:?}, got {got_keys:?}"
+                ));
+            }
+            for (key, value) in wanted {
+                if got.contains_key(key) {
+                    compare(&format!("{field}.{key}"), value, got.get(key), problems);
+                }
+            }
+        }
+        _ => {
+            if expected != actual {
+                problems.push(format!("{field}: expected {expected}, got {actual}"));
+            }
+        }
+    }
+}
+
+fn quality_files() -> [PathBuf; 4] {
+    [
+        oracle("quality/2_predictions.ndjson"),
+        oracle("quality/1_early_labels.ndjson"),
+        oracle("quality/3_labels.ndjson"),
+        oracle("quality/4_corrections.ndjson"),
+    ]
+}
+
+fn quality_report(window: &str, predictions: &[PathBuf], labels: &[PathBuf]) -> Value {
+    aligned_quality_report(window, None, predictions, labels)
+}
+
+fn aligned_quality_report(
+    window: &str,
+    align: Option<i64>,
+    predictions: &[PathBuf],
+    labels: &[PathBuf],
+) -> Value {
+    let mut arguments: Vec<String> = vec!["--window".into(), window.into()];
+    if let Some(align_ms) = align {
+        arguments.push("--align".into());
+        arguments.push(format!("{}", align_ms as f64 / 1000.0));
+    }
+    for path in predictions {
+        arguments.push("--predictions".into());
+        arguments.push(path.display().to_string());
+    }
+    for path in labels {
+        arguments.push("--labels".into());
+        arguments.push(path.display().to_string());
+    }
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    json_report(&arguments)
+}
+
+fn millis(text: &str) -> i64 {
+    match text.parse::<f64>() {
+        Ok(seconds) => (seconds * 1000.0).round() as i64,
+        Err(_) => text
+            .parse::<jiff::Timestamp>()
+            .expect("an RFC 3339 end")
+            .as_millisecond(),
+    }
+}
+
+fn end_text(query: &Value) -> String {
+    match &query["end"] {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The report's section for one oracle query, when the query is one of the
+/// report's windows: same length, same start. `None` otherwise, with why.
+fn section_for<'a>(report: &'a Value, query: &Value) -> Result<&'a Value, String> {
+    let model = &report["models"][query["model"].as_str().unwrap()];
+    let scope = match query["version"].as_str() {
+        Some(version) => &model["by_version"][version],
+        None => model,
+    };
+    let end = millis(&end_text(query));
+    let window = query["window"].as_str().unwrap();
+    let length = modelwatch_length(window);
+    let start = end - length;
+    let windows = scope["windows"].as_array().expect("windows");
+    windows
+        .iter()
+        .find(|section| {
+            millis(section["start"].as_str().unwrap()) == start
+                && millis(section["end"].as_str().unwrap()) == end
+        })
+        .ok_or_else(|| format!("no {window} window of the report starts at {start} ms"))
+}
+
+fn modelwatch_length(window: &str) -> i64 {
+    let (number, unit) = window.split_at(window.len() - 1);
+    let number: i64 = number.parse().unwrap();
+    number
+        * match unit {
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => panic!("unexpected unit {other}"),
+        }
+}
+
+/// The figure fields of a `/performance` answer (the rest describes the
+/// query: model, version, window, start, end, segment).
+const FIGURE_FIELDS: [&str; 11] = [
+    "kind",
+    "sample_size",
+    "predictions",
+    "label_coverage",
+    "accuracy",
+    "per_class",
+    "macro",
+    "weighted",
+    "confusion_matrix",
+    "regression",
+    "business",
+];
+
+#[test]
+fn the_report_matches_the_scikit_learn_quality_oracle() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle("quality/expected.json")).unwrap()).unwrap();
+    let [predictions, early, main, corrections] = quality_files();
+    let labels = [early, main, corrections];
+    let reports: BTreeMap<&str, Value> = ["1h", "1d"]
+        .into_iter()
+        .map(|window| {
+            (
+                window,
+                quality_report(window, std::slice::from_ref(&predictions), &labels),
+            )
+        })
+        .collect();
+    // The other queries' spans are windows of a report with windows of their
+    // length starting at their start (`--align`).
+    let mut aligned: BTreeMap<(String, i64), Value> = BTreeMap::new();
+
+    // The label bookkeeping equals the server's once the early-label TTL has
+    // passed: every early label found its prediction, the labels of ids never
+    // predicted are orphans. (`held` does not exist offline: every label is
+    // joined whatever the order of the files.)
+    let report = &reports["1h"];
+    let stats = &expected["final_stats"];
+    for key in ["joined", "orphaned", "duplicates", "corrected"] {
+        assert_eq!(
+            report["labels"][key], stats[key],
+            "labels.{key}: {}",
+            report["labels"]
+        );
+    }
+    let predictions_file = &report["inputs"]["predictions"][0];
+    assert_eq!(
+        predictions_file["accepted"],
+        expected["phases"][1]["expect"]["accepted"]
+    );
+    assert_eq!(predictions_file["rejected"], 0);
+    assert_eq!(report["problems"]["total"], 0);
+
+    let mut compared = Vec::new();
+    let mut not_comparable = Vec::new();
+    let mut problems = Vec::new();
+    for query in expected["queries"].as_array().unwrap() {
+        let name = query["name"].as_str().unwrap();
+        let window = query["window"].as_str().unwrap();
+        let start = millis(&end_text(query)) - modelwatch_length(window);
+        let report = match reports.get(window) {
+            Some(report) if section_for(report, query).is_ok() => report,
+            _ => aligned.entry((window.to_owned(), start)).or_insert_with(|| {
+                aligned_quality_report(window, Some(start), std::slice::from_ref(&predictions), &labels)
+            }),
+        };
+        let section = match section_for(report, query) {
+            Ok(section) => section,
+            Err(why) => {
+                not_comparable.push(format!("{name} ({why})"));
+                continue;
+            }
+        };
+        let performance = &section["performance"];
+        let actual = match query["segment"].as_str() {
+            Some(segment) => {
+                let (key, value) = segment.split_once(':').unwrap();
+                &performance["segments"][key][value]
+            }
+            None => performance,
+        };
+        let expect = &query["expect"];
+        for field in FIGURE_FIELDS {
+            match (expect.get(field), actual.get(field)) {
+                (Some(wanted), got) => compare(&format!("{name}.{field}"), wanted, got, &mut problems),
+                (None, Some(got)) if field == "regression" || field == "business" => {
+                    problems.push(format!("{name}.{field}: expected no such field, got {got}"))
+                }
+                _ => {}
+            }
+        }
+        compared.push(name.to_owned());
+    }
+    assert!(
+        problems.is_empty(),
+        "{} mismatches with the scikit-learn oracle:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    // Every query is a window of some report, except the two that end where
+    // the data starts (`1d` ending at the first event): the report's range
+    // begins with the window of the first event, so it has no such window.
+    assert!(
+        compared.len() >= 26 && not_comparable.len() <= 2,
+        "compared only {compared:?}; not comparable: {not_comparable:?}"
+    );
+    eprintln!("compared {compared:?}; not comparable: {not_comparable:?}");
+}
+
+/// Writes the oracle's NDJSON predictions and labels as CSV files: one file
+/// per model for predictions (a classifier's `prediction` is a class, a
+/// regression model's output goes in `prediction_value`), one for labels.
+fn write_quality_csv(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let [predictions, early, main, corrections] = quality_files();
+    let lines = |path: &Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let cell = |value: &Value| -> String {
+        match value {
+            Value::Null => String::new(),
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    };
+    let events = lines(&predictions);
+    let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for event in &events {
+        by_model
+            .entry(event["model"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event);
+    }
+    let mut prediction_files = Vec::new();
+    for (model, events) in by_model {
+        let regression = events.iter().any(|event| event["prediction"].is_number());
+        let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for event in &events {
+            for group in ["probabilities", "segments", "features"] {
+                if let Some(object) = event[group].as_object() {
+                    for key in object.keys() {
+                        let names = groups.entry(group).or_default();
+                        if !names.contains(key) {
+                            names.push(key.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let plain = [
+            "prediction_id",
+            "model",
+            "version",
+            "timestamp",
+            "latency_seconds",
+            "status",
+            "error_type",
+        ];
+        let mut header: Vec<String> = plain.iter().map(|name| (*name).to_owned()).collect();
+        header.push(
+            if regression {
+                "prediction_value"
+            } else {
+                "prediction"
+            }
+            .to_owned(),
+        );
+        let prefixes = [
+            ("probabilities", "probability."),
+            ("segments", "segment."),
+            ("features", ""),
+        ];
+        for (group, prefix) in prefixes {
+            for name in groups.get(group).into_iter().flatten() {
+                header.push(format!("{prefix}{name}"));
+            }
+        }
+        let path = dir.join(format!("{model}.csv"));
+        let mut writer = csv::Writer::from_path(&path).unwrap();
+        writer.write_record(&header).unwrap();
+        for event in events {
+            let mut record: Vec<String> = plain.iter().map(|name| cell(&event[*name])).collect();
+            record.push(cell(&event["prediction"]));
+            for (group, _) in prefixes {
+                for name in groups.get(group).into_iter().flatten() {
+                    record.push(cell(&event[group][name.as_str()]));
+                }
+            }
+            writer.write_record(&record).unwrap();
+        }
+        writer.flush().unwrap();
+        prediction_files.push(path);
+    }
+    let mut label_files = Vec::new();
+    for (index, source) in [early, main, corrections].iter().enumerate() {
+        let labels = lines(source);
+        let mut business: Vec<String> = Vec::new();
+        for label in &labels {
+            for key in label["business"]
+                .as_object()
+                .into_iter()
+                .flat_map(|object| object.keys())
+            {
+                if !business.contains(key) {
+                    business.push(key.clone());
+                }
+            }
+        }
+        let path = dir.join(format!("labels_{index}.csv"));
+        let mut writer = csv::Writer::from_path(&path).unwrap();
+        let mut header = vec![
+            "prediction_id".to_owned(),
+            "actual".to_owned(),
+            "timestamp".to_owned(),
+        ];
+        header.extend(business.iter().map(|name| format!("business.{name}")));
+        writer.write_record(&header).unwrap();
+        for label in &labels {
+            let mut record = vec![
+                cell(&label["prediction_id"]),
+                cell(&label["actual"]),
+                cell(&label["timestamp"]),
+            ];
+            record.extend(
+                business
+                    .iter()
+                    .map(|name| cell(&label["business"][name.as_str()])),
+            );
+            writer.write_record(&record).unwrap();
+        }
+        writer.flush().unwrap();
+        label_files.push(path);
+    }
+    (prediction_files, label_files)
+}
+
+#[test]
+fn csv_input_gives_the_same_report_as_ndjson() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv_predictions, csv_labels) = write_quality_csv(dir.path());
+    let [predictions, early, main, corrections] = quality_files();
+    let from_ndjson = quality_report("1d", &[predictions], &[early, main, corrections]);
+    let from_csv = quality_report("1d", &csv_predictions, &csv_labels);
+    assert_eq!(from_csv["problems"]["total"], 0, "{}", from_csv["problems"]);
+    assert_eq!(from_csv["labels"], from_ndjson["labels"]);
+    let mut problems = Vec::new();
+    for (model, wanted) in from_ndjson["models"].as_object().unwrap() {
+        let mut wanted = wanted.clone();
+        let mut got = from_csv["models"][model].clone();
+        // An explicit null feature in NDJSON is an empty cell in CSV: the
+        // feature is absent from that row rather than present and missing.
+        // Both count the row as missing the feature; only windows where a
+        // feature has no value at all list it in one and not the other.
+        for report in [&mut wanted, &mut got] {
+            strip_features(report);
+        }
+        compare(&format!("models.{model}"), &wanted, Some(&got), &mut problems);
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences between the CSV and the NDJSON report:\n{}",
+        problems.len(),
+        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Drops the features that have no value in a section.
+fn strip_features(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::Object(features)) = object.get_mut("features")
+                && let Some(Value::Object(listed)) = features.get_mut("features")
+            {
+                listed.retain(|_, feature| feature["count"] != 0);
+            }
+            object.values_mut().for_each(strip_features);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_features),
+        _ => {}
+    }
+}
+
+fn drift_events() -> Vec<String> {
+    let file = std::fs::File::open(oracle("drift/events.ndjson.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn drift_against_a_reference_file_matches_the_scipy_oracle() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle("drift/expected.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The reference is the baseline day; the predictions are both days.
+    let baseline_to = expected["baseline_to"].as_f64().unwrap();
+    let events = drift_events();
+    let reference: Vec<&String> = events
+        .iter()
+        .filter(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            event["timestamp"].as_f64().unwrap() < baseline_to
+        })
+        .collect();
+    let reference_path = dir.path().join("reference.ndjson");
+    std::fs::write(
+        &reference_path,
+        reference
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let mut config = String::from("drift:\n  features:\n");
+    for (name, method) in expected["config_methods"].as_object().unwrap() {
+        config.push_str(&format!("    {name}: {{method: {}}}\n", method.as_str().unwrap()));
+    }
+    let config_path = dir.path().join("modelwatch.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let report = json_report(&[
+        "--predictions",
+        oracle("drift/events.ndjson.gz").to_str().unwrap(),
+        "--reference",
+        reference_path.to_str().unwrap(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "--window",
+        "1d",
+    ]);
+    let current_start = expected["baseline_to"].as_i64().unwrap() * 1000;
+    let mut problems = Vec::new();
+    for model in expected["models"].as_array().unwrap() {
+        let name = model["model"].as_str().unwrap();
+        let report_model = &report["models"][name];
+        assert_eq!(report_model["reference_rows"], model["reference_rows"], "{name}");
+        let window = report_model["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|window| millis(window["start"].as_str().unwrap()) == current_start)
+            .unwrap_or_else(|| panic!("{name}: no window starts at the current day"));
+        let drift = &window["drift"];
+        assert_eq!(drift["rows"], model["current_rows"], "{name}");
+        for part in ["features", "predictions"] {
+            for (variable, wanted) in model[part].as_object().unwrap() {
+                check_drift(
+                    &format!("{name}.{part}.{variable}"),
+                    wanted,
+                    &drift[part][variable],
+                    &mut problems,
+                );
+            }
+        }
+        // The baseline day against itself: nothing drifts.
+        let first = &report_model["windows"][0]["drift"];
+        assert_eq!(
+            first["drifted_features"], 0,
+            "{name}: the reference day against itself: {first}"
+        );
+    }
+    assert!(problems.is_empty(), "drift mismatches:\n{}", problems.join("\n"));
+}
+
+/// The tolerances of `tests/drift.rs`: exact methods to 1e-9 (1e-7
+/// relative), KS and Wasserstein within the bound modelwatch reports, the KS
+/// p-value within 0.02.
+fn check_drift(what: &str, expected: &Value, actual: &Value, problems: &mut Vec<String>) {
+    let method = expected["method"].as_str().unwrap();
+    if actual["method"] != expected["method"] {
+        problems.push(format!("{what}: method {} instead of {method}", actual["method"]));
+        return;
+    }
+    let get = |value: &Value, field: &str| value[field].as_f64().unwrap_or(f64::NAN);
+    match method {
+        "ks" => {
+            let (statistic, bound) = (get(actual, "statistic"), get(actual, "error_bound"));
+            let scipy = get(expected, "statistic");
+            if !(statistic - 1e-12 <= scipy && scipy <= statistic + bound + 1e-12) {
+                problems.push(format!(
+                    "{what}: scipy's KS {scipy} outside [{statistic}, +{bound}]"
+                ));
+            }
+            if (get(actual, "p_value") - get(expected, "p_value")).abs() > 0.02 {
+                problems.push(format!(
+                    "{what}: KS p-value {} vs {}",
+                    actual["p_value"], expected["p_value"]
+                ));
+            }
+        }
+        "wasserstein" => {
+            let (score, bound) = (get(actual, "score"), get(actual, "error_bound"));
+            if (score - get(expected, "score")).abs() > bound {
+                problems.push(format!(
+                    "{what}: Wasserstein {score} vs {} (bound {bound})",
+                    expected["score"]
+                ));
+            }
+        }
+        _ => {
+            for field in ["score", "statistic", "p_value"] {
+                let Some(wanted) = expected.get(field).and_then(Value::as_f64) else {
+                    continue;
+                };
+                let got = get(actual, field);
+                let difference = (got - wanted).abs();
+                if !(difference <= 1e-9 || difference <= 1e-7 * wanted.abs()) {
+                    problems.push(format!("{what}.{field}: {got} vs scipy's {wanted}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_rows_are_reported_with_their_line_and_field_and_the_rest_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ndjson = dir.path().join("predictions.ndjson");
+    std::fs::write(
+        &ndjson,
+        concat!(
+            r#"{"prediction_id":"a1","model":"m","timestamp":"2026-11-01T00:00:00Z","prediction":"x","confidence":0.9}"#,
+            "\n",
+            r#"{"prediction_id":"a2","model":"m","timestamp":"2026-11-01T00:01:00Z","latency_seconds":-1}"#,
+            "\n\n",
+            r#"{"prediction_id":"a3","model":"m","timestamp":"2026-11-01T00:02:00Z","prediction":"y","colour":1}"#,
+            "\n",
+            r#"{"prediction_id":"a4","model":"m","timestamp":"2026-11-01T00:03:00Z","prediction":"y","confidence":NaN}"#,
+            "\n",
+            r#"{"prediction_id":"a5","model":"m","timestamp":"2026-11-01T00:04:00Z","prediction":"y"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let csv = dir.path().join("more.csv");
+    std::fs::write(
+        &csv,
+        "prediction_id,timestamp,latency_seconds,prediction,amount\n\
+         c1,2026-11-01T00:05:00Z,0.01,x,3\n\
+         c2,2026-11-01T00:06:00Z,fast,x,3\n\
+         c3,not-a-time,0.01,x,3\n\
+         c4,2026-11-01T00:07:00Z,0.01,x\n\
+         c5,2026-11-01T00:08:00Z,0.01,y,4\n",
+    )
+    .unwrap();
+    let labels = dir.path().join("labels.ndjson");
+    std::fs::write(
+        &labels,
+        concat!(
+            r#"{"prediction_id":"a1","actual":"x"}"#,
+            "\n",
+            r#"{"prediction_id":"a5"}"#,
+            "\n",
+            r#"{"prediction_id":"c5","actual":"x"}"#,
+            "\n",
+            r#"{"prediction_id":"zz","actual":"x"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let output = run(&[
+        "--predictions",
+        ndjson.to_str().unwrap(),
+        "--predictions",
+        csv.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--model",
+        "m",
+        "--format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed: Vec<(String, u64, String, Option<String>)> = report["problems"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|problem| {
+            (
+                Path::new(problem["file"].as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                problem["line"].as_u64().unwrap(),
+                problem["code"].as_str().unwrap().to_owned(),
+                problem["field"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let expected = [
+        ("predictions.ndjson", 2, "invalid_value", Some("latency_seconds")),
+        ("predictions.ndjson", 4, "unknown_field", Some("colour")),
+        ("predictions.ndjson", 5, "malformed_json", Some("confidence")),
+        ("more.csv", 3, "invalid_type", Some("latency_seconds")),
+        ("more.csv", 4, "invalid_value", Some("timestamp")),
+        ("more.csv", 5, "malformed_csv", None),
+        ("labels.ndjson", 2, "missing_field", Some("actual")),
+    ];
+    let expected: Vec<(String, u64, String, Option<String>)> = expected
+        .iter()
+        .map(|(file, line, code, field)| {
+            (
+                (*file).to_owned(),
+                *line,
+                (*code).to_owned(),
+                field.map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(listed, expected, "{}", report["problems"]);
+    assert_eq!(report["problems"]["total"], 7);
+    assert!(
+        stderr.contains("predictions.ndjson:2: invalid_value latency_seconds"),
+        "stderr: {stderr}"
+    );
+    // The good rows count: a1, a5 (NDJSON), c1, c5 (CSV).
+    assert_eq!(report["models"]["m"]["whole"]["operations"]["requests"], 4);
+    assert_eq!(report["inputs"]["predictions"][0]["rejected"], 3);
+    assert_eq!(report["inputs"]["predictions"][1]["accepted"], 2);
+    assert_eq!(report["labels"]["joined"], 2);
+    assert_eq!(report["labels"]["orphaned"], 1);
+    assert_eq!(report["models"]["m"]["whole"]["performance"]["accuracy"], 0.5);
+}
+
+#[test]
+fn the_html_report_is_self_contained_with_svg_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.html");
+    let [predictions, early, main, corrections] = quality_files();
+    let paths: Vec<String> = [&predictions, &early, &main, &corrections]
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    run(&[
+        "--predictions",
+        &paths[0],
+        "--labels",
+        &paths[1],
+        "--labels",
+        &paths[2],
+        "--labels",
+        &paths[3],
+        "--format",
+        "html",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>"),
+        "{}",
+        &html[..100.min(html.len())]
+    );
+    assert!(html.contains("<svg"), "no SVG chart in the report");
+    assert!(
+        html.matches("<svg").count() >= 8,
+        "expected charts for both models"
+    );
+    for external in ["http://", "https://", "src=", "<link", "<script"] {
+        assert!(
+            !html.contains(external),
+            "the HTML report refers to something outside it: {external}"
+        );
+    }
+    assert!(html.contains("fraud_detector") && html.contains("price_model"));
+
+    // The text summary names every model, and the windows.
+    let text = run(&[
+        "--predictions",
+        &paths[0],
+        "--labels",
+        &paths[1],
+        "--window",
+        "1d",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("== fraud_detector") && text.contains("== price_model"),
+        "{text}"
+    );
+    assert!(text.contains("2026-11-05T00:00:00Z"), "{text}");
+}
