@@ -27,6 +27,7 @@ use modelwatch_core::limits::{CardinalityLimits, ModelLimits, OTHER};
 use modelwatch_core::quality::{Outcome, Quality, QualityBucket, Scored, Sign};
 use modelwatch_core::series::{ModelKind, Refusal, observe_drift};
 use modelwatch_core::time::bucket_start;
+use rustc_hash::FxHashMap;
 
 use crate::ReportError;
 use crate::input::{Chunk, InputFile, Parsed, RowProblem, RowReader, read_chunks};
@@ -122,7 +123,7 @@ impl JoinMap {
 /// Names to dense indices.
 #[derive(Debug, Default)]
 pub struct Interner {
-    index: HashMap<String, u32>,
+    index: FxHashMap<String, u32>,
     pub names: Vec<String>,
 }
 
@@ -214,12 +215,17 @@ pub struct LabelCounts {
 #[derive(Default)]
 pub struct Catalog {
     pub models: Vec<Model>,
-    model_index: HashMap<String, u32>,
+    model_index: FxHashMap<String, u32>,
     /// (model, version) of each series.
     pub series: Vec<(u32, String)>,
-    series_index: HashMap<(u32, String), u32>,
+    /// Per model, its versions' series (a model has few versions).
+    series_of_model: Vec<Vec<u32>>,
     pub cells: Vec<CellKey>,
-    cell_index: HashMap<CellKey, u32>,
+    cell_index: FxHashMap<CellKey, u32>,
+    /// The cell and model of the previous event: consecutive events mostly
+    /// share them.
+    last_cell: Option<(CellKey, u32)>,
+    last_model: Option<u32>,
     join: JoinMap,
     /// Business values of labels: (name index, value); the last of a label's
     /// values has the top bit of its name set.
@@ -242,7 +248,13 @@ impl Catalog {
     }
 
     fn model(&mut self, name: &str, limits: &CardinalityLimits) -> Result<u32, Refusal> {
+        if let Some(last) = self.last_model
+            && self.models[last as usize].name == name
+        {
+            return Ok(last);
+        }
         if let Some(index) = self.model_index.get(name) {
+            self.last_model = Some(*index);
             return Ok(*index);
         }
         if self.models.len() >= limits.max_models {
@@ -255,28 +267,42 @@ impl Catalog {
             name: name.to_owned(),
             ..Model::default()
         });
+        self.series_of_model.push(Vec::new());
         self.model_index.insert(name.to_owned(), index);
         Ok(index)
     }
 
     fn series(&mut self, model: u32, version: &str) -> u32 {
-        // Versions per model are few: a scan beats hashing a tuple.
-        if let Some(index) = self.series_index.get(&(model, version.to_owned())) {
+        // Versions per model are few (and bounded by the limits): a scan.
+        let known = &self.series_of_model[model as usize];
+        if let Some(index) = known
+            .iter()
+            .find(|index| self.series[**index as usize].1 == version)
+        {
             return *index;
         }
         let index = self.series.len() as u32;
         self.series.push((model, version.to_owned()));
-        self.series_index.insert((model, version.to_owned()), index);
+        self.series_of_model[model as usize].push(index);
         index
     }
 
     fn cell(&mut self, key: CellKey) -> u32 {
-        if let Some(index) = self.cell_index.get(&key) {
-            return *index;
+        if let Some((last, index)) = self.last_cell
+            && last == key
+        {
+            return index;
         }
-        let index = self.cells.len() as u32;
-        self.cells.push(key);
-        self.cell_index.insert(key, index);
+        let index = match self.cell_index.get(&key) {
+            Some(index) => *index,
+            None => {
+                let index = self.cells.len() as u32;
+                self.cells.push(key);
+                self.cell_index.insert(key, index);
+                index
+            }
+        };
+        self.last_cell = Some((key, index));
         index
     }
 

@@ -157,16 +157,12 @@ pub fn read_chunks(
     let mut wanted = CHUNK_BYTES;
     while !at_end {
         while pending.len() < wanted {
-            let start = pending.len();
-            pending.resize(wanted, 0);
-            let read = loop {
-                match reader.read(&mut pending[start..]) {
-                    Ok(read) => break read,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(error) => return Err(file.io_error(&error)),
-                }
-            };
-            pending.truncate(start + read);
+            // `read_to_end` appends without zero-filling the buffer first.
+            let missing = (wanted - pending.len()) as u64;
+            let read = (&mut reader)
+                .take(missing)
+                .read_to_end(&mut pending)
+                .map_err(|error| file.io_error(&error))?;
             if read == 0 {
                 at_end = true;
                 break;
@@ -183,7 +179,11 @@ pub fn read_chunks(
             }
         };
         wanted = CHUNK_BYTES;
-        let mut body: Vec<u8> = pending.drain(..cut_at).collect();
+        // The chunk keeps the buffer; the rest (part of a row) starts the next.
+        let mut next = Vec::with_capacity(CHUNK_BYTES + (64 << 10));
+        next.extend_from_slice(&pending[cut_at..]);
+        pending.truncate(cut_at);
+        let mut body = std::mem::replace(&mut pending, next);
         if !header_done {
             let header_end = boundaries.map_or(body.len(), |(first, _)| first).min(body.len());
             on_header(trim_line_end(&body[..header_end]))?;
@@ -442,7 +442,7 @@ impl CsvColumns {
             if cell.is_empty() {
                 continue;
             }
-            let cell = String::from_utf8_lossy(cell);
+            let cell = cell_text(cell);
             match role {
                 Role::Text(field) => {
                     key(out, field);
@@ -496,7 +496,7 @@ impl CsvColumns {
                 };
                 write_json_string(out, name);
                 out.push(b':');
-                let cell = String::from_utf8_lossy(record.get(*index).unwrap_or_default());
+                let cell = cell_text(record.get(*index).unwrap_or_default());
                 match self.roles[*index] {
                     Role::Segment(_) => write_json_string(out, &cell),
                     Role::Feature(_) => write_feature(out, &cell),
@@ -509,6 +509,49 @@ impl CsvColumns {
     }
 }
 
+/// A cell as text; invalid UTF-8 is replaced (U+FFFD), as a lossy read.
+fn cell_text(cell: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(cell) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(cell),
+    }
+}
+
+/// Whether `text` is a JSON number literal: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(text: &[u8]) -> bool {
+    let digits = |bytes: &[u8], at: usize| {
+        bytes[at..]
+            .iter()
+            .take_while(|byte| byte.is_ascii_digit())
+            .count()
+    };
+    let mut at = usize::from(text.first() == Some(&b'-'));
+    match text.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => at += digits(text, at),
+        _ => return false,
+    }
+    if text.get(at) == Some(&b'.') {
+        let fraction = digits(text, at + 1);
+        if fraction == 0 {
+            return false;
+        }
+        at += 1 + fraction;
+    }
+    if matches!(text.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(text.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        let exponent = digits(text, at);
+        if exponent == 0 {
+            return false;
+        }
+        at += exponent;
+    }
+    at == text.len()
+}
+
 fn write_json_string(out: &mut Vec<u8>, text: &str) {
     serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
 }
@@ -517,6 +560,12 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
 /// the shortest form that reads back the same), anything else as a string,
 /// which the wire then refuses with `invalid_type` naming the column.
 fn write_json_number_or_string(out: &mut Vec<u8>, cell: &str) {
+    // Most cells are JSON number literals already: copied as they are, the
+    // wire parser reads them once.
+    if is_json_number(cell.as_bytes()) {
+        out.extend_from_slice(cell.as_bytes());
+        return;
+    }
     match cell.trim().parse::<f64>() {
         Ok(number) if number.is_finite() => {
             serde_json::to_writer(&mut *out, &number).expect("writing to a Vec cannot fail")
@@ -530,6 +579,7 @@ fn write_json_number_or_string(out: &mut Vec<u8>, cell: &str) {
 fn write_feature(out: &mut Vec<u8>, cell: &str) {
     match cell {
         "true" | "false" => out.extend_from_slice(cell.as_bytes()),
+        _ if is_json_number(cell.as_bytes()) => out.extend_from_slice(cell.as_bytes()),
         _ => match cell.trim().parse::<f64>() {
             Ok(number) if number.is_finite() => {
                 serde_json::to_writer(&mut *out, &number).expect("writing to a Vec cannot fail")
@@ -718,6 +768,18 @@ mod tests {
         // The quoted newline keeps p3 on lines 4-5: p4 is on line 6.
         assert_eq!(parsed.problems[1].line, 6);
         assert_eq!(parsed.problems[1].code, "invalid_type");
+    }
+
+    #[test]
+    fn json_number_literals_are_recognized() {
+        for good in ["0", "-0", "12", "1.5", "-3.25e-7", "1E+10", "83.897951653473612"] {
+            assert!(is_json_number(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "", "-", "01", ".5", "1.", "1e", "+1", "NaN", "inf", "1,5", " 1", "0x10",
+        ] {
+            assert!(!is_json_number(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
