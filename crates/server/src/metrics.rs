@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use modelwatch_core::aggregate::Counters;
 use modelwatch_core::alerting::AlertState;
+use modelwatch_core::drift::Score;
 use modelwatch_core::limits::OTHER;
 use modelwatch_core::quality::{ClassScores, ClassificationReport};
 use modelwatch_core::series::Aggregates;
@@ -87,6 +88,9 @@ fn gauge(encoder: &mut MetricEncoder<'_>, value: f64) -> Result<(), std::fmt::Er
     encoder.encode_gauge(&value)
 }
 
+/// A gauge family's name, help, and how a sample's value is read.
+type GaugeFamily<T> = (&'static str, &'static str, fn(&T) -> f64);
+
 impl StateCollector {
     /// The drift gauges, from the reports the evaluator computed last (over
     /// `drift.window`, ending at that evaluation), so that a scrape never
@@ -101,36 +105,28 @@ impl StateCollector {
                     .filter_map(move |(feature, drift)| Some((model, feature, drift.score.as_ref()?)))
             })
         };
-        let mut family = encoder.encode_descriptor(
-            "ml_feature_drift_score",
-            "Drift of a feature over drift.window against the baseline (p-value for ks and chi_square, else a distance)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (model, feature, score) in features() {
-            let labels = [
-                ("model_name", model.as_str()),
-                ("feature_name", feature.as_str()),
-                ("method", score.method.as_str()),
-            ];
-            gauge(&mut family.encode_family(&labels)?, score.score)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "ml_feature_drifted",
-            "1 when the feature drifted over drift.window against the baseline, else 0",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (model, feature, score) in features() {
-            let labels = [
-                ("model_name", model.as_str()),
-                ("feature_name", feature.as_str()),
-                ("method", score.method.as_str()),
-            ];
-            gauge(
-                &mut family.encode_family(&labels)?,
-                f64::from(u8::from(score.drifted)),
-            )?;
+        let feature_families: [GaugeFamily<Score>; 2] = [
+            (
+                "ml_feature_drift_score",
+                "Drift of a feature over drift.window against the baseline (p-value for ks and chi_square, else a distance)",
+                |score| score.score,
+            ),
+            (
+                "ml_feature_drifted",
+                "1 when the feature drifted over drift.window against the baseline, else 0",
+                |score| f64::from(u8::from(score.drifted)),
+            ),
+        ];
+        for (name, help, value) in feature_families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (model, feature, score) in features() {
+                let labels = [
+                    ("model_name", model.as_str()),
+                    ("feature_name", feature.as_str()),
+                    ("method", score.method.as_str()),
+                ];
+                gauge(&mut family.encode_family(&labels)?, value(score))?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "ml_prediction_drift_score",
