@@ -57,6 +57,26 @@ fn imports(python: &Path, modules: &[&str]) -> bool {
 
 /// An interpreter that imports every module of `needs`: the explicit one, the
 /// shared anchor venv, or `target/<venv_name>` (created with pip on first use).
+/// The shared anchors' folder (`given`, else `<workspace>/../shared/anchors`),
+/// checked to hold `scripts`.
+pub fn anchors_dir(given: Option<&Path>, workspace_root: &Path, scripts: &[&str]) -> anyhow::Result<PathBuf> {
+    let anchors = given
+        .map(Path::to_owned)
+        .unwrap_or_else(|| workspace_root.join("..").join("shared").join("anchors"));
+    let anchors = anchors.canonicalize().with_context(|| {
+        format!(
+            "the shared anchors' folder {} (pass --anchors DIR)",
+            anchors.display()
+        )
+    })?;
+    for script in scripts {
+        if !anchors.join(script).is_file() {
+            bail!("{} has no {script} (pass --anchors DIR)", anchors.display());
+        }
+    }
+    Ok(anchors)
+}
+
 pub fn find_python(
     explicit: Option<&Path>,
     target_dir: &Path,

@@ -431,21 +431,11 @@ pub fn run(args: DriftArgs, workspace_root: &Path, target_dir: &Path) -> anyhow:
     if size < 2 || stats_size == 0 || repeats == 0 || anchor_repeats == 0 {
         bail!("--size, --stats-size, --repeats and --anchor-repeats must be positive");
     }
-    let anchors = args
-        .anchors
-        .clone()
-        .unwrap_or_else(|| workspace_root.join("..").join("shared").join("anchors"));
-    let anchors = anchors.canonicalize().with_context(|| {
-        format!(
-            "the shared anchors' folder {} (pass --anchors DIR)",
-            anchors.display()
-        )
-    })?;
-    for script in ["gen_data.py", "bench_evidently.py", "bench_stats.py"] {
-        if !anchors.join(script).is_file() {
-            bail!("{} has no {script} (pass --anchors DIR)", anchors.display());
-        }
-    }
+    let anchors = anchor::anchors_dir(
+        args.anchors.as_deref(),
+        workspace_root,
+        &["gen_data.py", "bench_evidently.py", "bench_stats.py"],
+    )?;
     let cache = args
         .data_cache
         .clone()

@@ -505,21 +505,11 @@ pub fn run(args: QualityArgs, workspace_root: &Path, target_dir: &Path) -> anyho
             binary.display()
         );
     }
-    let anchors = args
-        .anchors
-        .clone()
-        .unwrap_or_else(|| workspace_root.join("..").join("shared").join("anchors"));
-    let anchors = anchors.canonicalize().with_context(|| {
-        format!(
-            "the shared anchors' folder {} (pass --anchors DIR)",
-            anchors.display()
-        )
-    })?;
-    for script in ["gen_data.py", "bench_join.py", "bench_rolling.py"] {
-        if !anchors.join(script).is_file() {
-            bail!("{} has no {script} (pass --anchors DIR)", anchors.display());
-        }
-    }
+    let anchors = anchor::anchors_dir(
+        args.anchors.as_deref(),
+        workspace_root,
+        &["gen_data.py", "bench_join.py", "bench_rolling.py"],
+    )?;
     let cache = args
         .data_cache
         .clone()
