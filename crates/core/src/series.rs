@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Bucket, Counters, FoldedFeature, FoldedNames};
-use crate::drift::{DriftSummary, DriftValue};
+use crate::drift::{DriftAccumulator, DriftSummary, DriftValue};
 use crate::event::{LabelEvent, Prediction, PredictionEvent, ScoredPrediction, TimestampMs};
 use crate::limits::{CardinalityLimits, Dimension, ModelLimits};
 use crate::quality::{LabelCounters, Outcome, Quality, QualityBucket, Scored, Sign};
@@ -258,7 +258,7 @@ struct SeriesDelta {
     /// Every event of the series is in exactly one of these, so the lifetime
     /// counters' share is the merge of their counters.
     minutes: BTreeMap<TimestampMs, Bucket>,
-    drift: BTreeMap<TimestampMs, DriftSummary>,
+    drift: BTreeMap<TimestampMs, DriftAccumulator>,
 }
 
 impl Delta {
@@ -307,15 +307,12 @@ impl Delta {
             .entry(bucket_start(event.timestamp_ms, MINUTE_MS))
             .or_default()
             .observe(event, names, &features, &segments);
-        observe_drift(
-            series
-                .drift
-                .entry(bucket_start(event.timestamp_ms, HOUR_MS))
-                .or_default(),
-            event,
-            names.predicted_class,
-            &features,
-        );
+        let (values, class, confidence, regression) = drift_inputs(event, names.predicted_class, &features);
+        series
+            .drift
+            .entry(bucket_start(event.timestamp_ms, HOUR_MS))
+            .or_default()
+            .observe(values, class, confidence, regression);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -500,8 +497,9 @@ impl Aggregates {
                 changes.upsert_named(&source.model, version, resolution, start);
             }
             let drift_horizon = bucket_start(newest - self.config.drift_retention_ms, HOUR_MS);
-            for (hour, summary) in source.drift.range(drift_horizon..) {
-                model_limits.fold_drift_into(series.drift.entry(*hour).or_default(), summary, limits);
+            for (hour, accumulator) in source.drift.range(drift_horizon..) {
+                let summary = accumulator.finish();
+                model_limits.fold_drift_into(series.drift.entry(*hour).or_default(), &summary, limits);
                 changes.drift_upsert(&source.model, version, *hour);
             }
             changes.upsert_named(&source.model, version, Resolution::Lifetime, 0);
@@ -908,6 +906,22 @@ pub fn observe_drift(
     predicted_class: Option<&str>,
     features: &[(&str, FoldedFeature<'_>)],
 ) {
+    let (values, class, confidence, regression) = drift_inputs(event, predicted_class, features);
+    summary.observe(values, class, confidence, regression);
+}
+
+/// What drift takes of an event: its features, predicted class, confidence
+/// and regression output.
+fn drift_inputs<'a>(
+    event: &PredictionEvent,
+    predicted_class: Option<&'a str>,
+    features: &'a [(&'a str, FoldedFeature<'a>)],
+) -> (
+    impl Iterator<Item = (&'a str, DriftValue<'a>)>,
+    Option<&'a str>,
+    Option<f64>,
+    Option<f64>,
+) {
     let values = features.iter().filter_map(|(name, value)| match value {
         FoldedFeature::Number(number) => Some((*name, DriftValue::Number(*number))),
         FoldedFeature::Category(category) => Some((*name, DriftValue::Category(category))),
@@ -919,5 +933,5 @@ pub fn observe_drift(
         (Some(Prediction::Value(value)), true) => Some(*value),
         _ => None,
     };
-    summary.observe(values, predicted_class, confidence, regression);
+    (values, predicted_class, confidence, regression)
 }
