@@ -33,8 +33,10 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Moments;
 
 mod accumulate;
+mod hours;
 
 pub use accumulate::DriftAccumulator;
+pub use hours::DriftHours;
 
 /// Ratio between consecutive bin edges of a [`LogHistogram`].
 pub const BIN_GROWTH: f64 = 1.002;
@@ -193,6 +195,11 @@ impl LogHistogram {
         }
     }
 
+    /// The bytes its bins take in memory.
+    pub fn approximate_bytes(&self) -> usize {
+        (self.positive.counts.len() + self.negative.counts.len()) * std::mem::size_of::<u64>()
+    }
+
     pub fn merge(&mut self, other: &LogHistogram) {
         self.zero += other.zero;
         self.positive.merge(&other.positive);
@@ -328,6 +335,23 @@ impl DriftSummary {
         if let Some(value) = regression {
             self.regression.observe(value);
         }
+    }
+
+    /// The bytes its histograms and counts take in memory, roughly.
+    pub fn approximate_bytes(&self) -> usize {
+        let counts = |counts: &BTreeMap<String, u64>| counts.keys().map(|name| name.len() + 8).sum::<usize>();
+        self.numeric
+            .iter()
+            .map(|(name, summary)| name.len() + summary.histogram.approximate_bytes())
+            .chain(
+                self.categorical
+                    .iter()
+                    .map(|(name, categories)| name.len() + counts(categories)),
+            )
+            .sum::<usize>()
+            + counts(&self.classes)
+            + self.confidence.histogram.approximate_bytes()
+            + self.regression.histogram.approximate_bytes()
     }
 
     pub fn merge(&mut self, other: &DriftSummary) {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Bucket, Counters, FoldedFeature, FoldedNames};
-use crate::drift::{DriftAccumulator, DriftSummary, DriftValue};
+use crate::drift::{DriftAccumulator, DriftHours, DriftSummary, DriftValue};
 use crate::event::{LabelEvent, Prediction, PredictionEvent, ScoredPrediction, TimestampMs};
 use crate::limits::{CardinalityLimits, Dimension, ModelLimits};
 use crate::quality::{LabelCounters, Outcome, Quality, QualityBucket, Scored, Sign};
@@ -179,7 +179,7 @@ pub struct Series {
     /// Lifetime counts of labeled classifications.
     pub labels: LabelCounters,
     /// Drift summaries per hour of event time.
-    pub drift: BTreeMap<TimestampMs, DriftSummary>,
+    pub drift: DriftHours,
 }
 
 /// Everything about one model.
@@ -431,7 +431,7 @@ impl Aggregates {
         if event.timestamp_ms >= bucket_start(newest - self.config.drift_retention_ms, HOUR_MS) {
             let hour = bucket_start(event.timestamp_ms, HOUR_MS);
             observe_drift(
-                series.drift.entry(hour).or_default(),
+                series.drift.open(hour),
                 event,
                 folded.names.predicted_class,
                 &folded.features,
@@ -499,7 +499,7 @@ impl Aggregates {
             let drift_horizon = bucket_start(newest - self.config.drift_retention_ms, HOUR_MS);
             for (hour, accumulator) in source.drift.range(drift_horizon..) {
                 let summary = accumulator.finish();
-                model_limits.fold_drift_into(series.drift.entry(*hour).or_default(), &summary, limits);
+                model_limits.fold_drift_into(series.drift.open(*hour), &summary, limits);
                 changes.drift_upsert(&source.model, version, *hour);
             }
             changes.upsert_named(&source.model, version, Resolution::Lifetime, 0);
@@ -558,17 +558,13 @@ impl Aggregates {
                 changes.delete(key(Resolution::Hour, hour));
             }
             let drift_horizon = bucket_start(newest - self.config.drift_retention_ms, HOUR_MS);
-            let expired_drift: Vec<TimestampMs> = series
-                .drift
-                .range(..drift_horizon)
-                .map(|(start, _)| *start)
-                .collect();
-            for hour in expired_drift {
-                series.drift.remove(&hour);
+            for hour in series.drift.remove_before(drift_horizon) {
                 let key = key(Resolution::Hour, hour);
                 changes.drift_upserts.remove(&key);
                 changes.drift_deletes.insert(key);
             }
+            // Only the newest two hours usually still receive events.
+            series.drift.seal_before(bucket_start(newest, HOUR_MS) - HOUR_MS);
         }
     }
 
@@ -598,18 +594,15 @@ impl Aggregates {
     /// The persisted form of the drift summary named by `key` (an hour).
     pub fn encode_drift(&self, key: &BucketKey) -> Option<Vec<u8>> {
         let series = self.models.get(&key.model)?.versions.get(&key.version)?;
-        let summary = series.drift.get(&key.start_ms)?;
-        Some(postcard::to_stdvec(summary).expect("aggregates always serialize"))
+        series.drift.encoded(key.start_ms)
     }
 
     /// Loads one drift summary back, on start.
     pub fn restore_drift(&mut self, key: BucketKey, bytes: &[u8]) -> Result<(), postcard::Error> {
-        let summary: DriftSummary = postcard::from_bytes(bytes)?;
         let model = self.models.entry(key.model).or_default();
         model.limits.learn_version(&key.version);
         let series = model.versions.entry(key.version).or_default();
-        series.drift.insert(key.start_ms, summary);
-        Ok(())
+        series.drift.load(key.start_ms, bytes)
     }
 
     /// The merge of the drift summaries of `model` (one version, or all)
@@ -621,9 +614,9 @@ impl Aggregates {
             if version.is_some_and(|wanted| wanted != name) {
                 continue;
             }
-            for (_, summary) in series.drift.range(window.start_ms..window.end_ms) {
-                merged.merge(summary);
-            }
+            series
+                .drift
+                .merge_into(window.start_ms..window.end_ms, &mut merged);
         }
         Some(merged)
     }
