@@ -8,7 +8,8 @@
 //! ends. [`DriftAccumulator`] keeps the same figures in a form made for
 //! filling: features in slots found by their position in the event (events
 //! of one client send their features in the same order), and histograms
-//! with room to grow on both sides, counted in `u32`. [`DriftAccumulator::finish`]
+//! with room to grow on both sides, counted in `u32` (a request's body
+//! limit keeps it far below 2^32 events). [`DriftAccumulator::finish`]
 //! turns it into the very summary that [`DriftSummary::observe`] would have
 //! built from the same events.
 
