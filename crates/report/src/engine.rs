@@ -650,13 +650,13 @@ fn pipeline<S, P, C, W>(
     threads: usize,
     shared: &Mutex<S>,
     progress: &crate::Progress,
-    parse: impl Fn(&RowReader, &Chunk) -> P + Sync,
+    parse: impl Fn(&RowReader, &Chunk) -> Result<P, ReportError> + Sync,
     commit: impl Fn(&mut S, usize, P) -> C + Sync,
     aggregate: impl Fn(&mut W, C) + Sync,
 ) -> Result<Vec<W>, ReportError>
 where
     S: Send,
-    P: Send,
+    P: Default + Send,
     C: Send,
     W: Default + Send,
 {
@@ -664,6 +664,9 @@ where
     let receiver = Mutex::new(receiver);
     let turn = (Mutex::new(0usize), Condvar::new());
     let stop = AtomicBool::new(false);
+    // The first chunk that could not be decoded (a corrupt Parquet page):
+    // the pass stops, and reports it.
+    let failure: Mutex<Option<ReportError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let mut sequence = 0usize;
@@ -671,6 +674,7 @@ where
                 let bar = progress.clone();
                 let outcome = read_chunks(
                     file,
+                    &readers[index],
                     index,
                     move |bytes| bar.advance(bytes),
                     |chunk| {
@@ -695,7 +699,15 @@ where
                     loop {
                         let next = receiver.lock().expect("chunk queue lock").recv();
                         let Ok((sequence, chunk)) = next else { break };
-                        let parsed = parse(&readers[chunk.file], &chunk);
+                        let parsed = if stop.load(Ordering::Relaxed) {
+                            P::default()
+                        } else {
+                            parse(&readers[chunk.file], &chunk).unwrap_or_else(|error| {
+                                failure.lock().expect("failure lock").get_or_insert(error);
+                                stop.store(true, Ordering::Relaxed);
+                                P::default()
+                            })
+                        };
                         let file = chunk.file;
                         drop(chunk);
                         let committed = {
@@ -724,6 +736,9 @@ where
             .collect();
         stop.store(true, Ordering::Relaxed);
         reader.join().expect("the report reader panicked")?;
+        if let Some(error) = failure.lock().expect("failure lock").take() {
+            return Err(error);
+        }
         Ok(states)
     })
 }
