@@ -45,10 +45,9 @@ const NONE: u64 = u64::MAX;
 const UNLABELED: u32 = 0;
 const LABELED_WITHOUT_BUSINESS: u32 = 1;
 
-/// One prediction in the join map.
+/// One prediction in the join map (its id's hash is in the table).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    id_hash: u64,
     /// Class index (classifiers) or the output's bits (regression), or NONE.
     predicted: u64,
     /// The joined label's actual, encoded like `predicted`; NONE when it does
@@ -64,10 +63,12 @@ struct Entry {
 const ENTRY_CHUNK_BITS: u32 = 16;
 
 /// Prediction entries, in chunks (no copy of the whole when it grows), and a
-/// hash table of their indices.
+/// hash table of their ids' hashes and indices. The hash is in the table, so
+/// that a lookup reads one slot of the table, not also an entry elsewhere in
+/// memory: with millions of predictions, each of those reads is a cache miss.
 #[derive(Default)]
 struct JoinMap {
-    table: HashTable<u32>,
+    table: HashTable<(u64, u32)>,
     chunks: Vec<Vec<Entry>>,
     len: u32,
 }
@@ -82,19 +83,20 @@ impl JoinMap {
             [(index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
     }
 
-    fn find(&self, hash: u64) -> Option<u32> {
-        let chunks = &self.chunks;
-        self.table
-            .find(hash, |index| {
-                chunks[(*index >> ENTRY_CHUNK_BITS) as usize]
-                    [(*index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
-                    .id_hash
-                    == hash
-            })
-            .copied()
+    fn with_capacity(predictions: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(predictions),
+            ..Self::default()
+        }
     }
 
-    fn insert(&mut self, entry: Entry) {
+    fn find(&self, hash: u64) -> Option<u32> {
+        self.table
+            .find(hash, |(slot_hash, _)| *slot_hash == hash)
+            .map(|(_, index)| *index)
+    }
+
+    fn insert(&mut self, hash: u64, entry: Entry) {
         let index = self.len;
         if self
             .chunks
@@ -108,11 +110,8 @@ impl JoinMap {
             .expect("a chunk was just ensured")
             .push(entry);
         self.len += 1;
-        let chunks = &self.chunks;
-        self.table.insert_unique(entry.id_hash, index, |index| {
-            chunks[(*index >> ENTRY_CHUNK_BITS) as usize][(*index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
-                .id_hash
-        });
+        self.table
+            .insert_unique(hash, (hash, index), |(slot_hash, _)| *slot_hash);
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry> {
@@ -362,14 +361,16 @@ impl Catalog {
                 window_start_ms: settings.align_ms
                     + bucket_start(event.timestamp_ms - settings.align_ms, settings.window_ms),
             });
-            self.join.insert(Entry {
-                id_hash: hash,
-                predicted,
-                actual: NONE,
-                cell,
-                segments,
-                label: UNLABELED,
-            });
+            self.join.insert(
+                hash,
+                Entry {
+                    predicted,
+                    actual: NONE,
+                    cell,
+                    segments,
+                    label: UNLABELED,
+                },
+            );
             kept.push((cell, event));
         }
         kept
@@ -594,25 +595,35 @@ impl CellAggregates {
         self.buckets[cell].get_or_insert_with(Default::default)
     }
 
-    fn observe(&mut self, cell: u32, event: &PredictionEvent, with_drift: bool) {
+    /// `features` is a buffer the caller keeps from event to event.
+    fn observe<'e>(
+        &mut self,
+        cell: u32,
+        event: &'e PredictionEvent,
+        with_drift: bool,
+        features: &mut Vec<(&'e str, FoldedFeature<'e>)>,
+    ) {
         let names = FoldedNames {
             error_type: aggregate::error_type(event),
             predicted_class: aggregate::predicted_class(event),
         };
-        let features: Vec<(&str, FoldedFeature<'_>)> = event
-            .features
-            .iter()
-            .map(|(name, value)| (name.as_str(), aggregate::unfolded_feature(value)))
-            .collect();
+        features.clear();
+        features.extend(
+            event
+                .features
+                .iter()
+                .map(|(name, value)| (name.as_str(), aggregate::unfolded_feature(value))),
+        );
+        let features = features.as_slice();
         let segments: Vec<(&str, &str)> = event
             .segments
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
         let (bucket, drift) = self.slot(cell);
-        bucket.observe(event, names, &features, &segments);
+        bucket.observe(event, names, features, &segments);
         if with_drift {
-            observe_drift(drift, event, names.predicted_class, &features);
+            observe_drift(drift, event, names.predicted_class, features);
         }
     }
 
@@ -758,8 +769,19 @@ pub fn evaluate(
     settings: &Settings,
     progress: &crate::Progress,
 ) -> Result<Evaluation, ReportError> {
+    // The number of predictions is known for Parquet files: the join map's
+    // table is sized once instead of growing (and rehashing) all along.
+    let known_predictions: u64 = predictions
+        .1
+        .iter()
+        .filter_map(|reader| reader.parquet.as_ref())
+        .map(|layout| layout.rows())
+        .sum();
     let catalog = Mutex::new((
-        Catalog::default(),
+        Catalog {
+            join: JoinMap::with_capacity(known_predictions as usize),
+            ..Catalog::default()
+        },
         vec![FileCounts::default(); predictions.0.len()],
         vec![FileCounts::default(); labels.0.len()],
     ));
@@ -782,8 +804,9 @@ pub fn evaluate(
             kept
         },
         |state: &mut CellAggregates, kept: Vec<(u32, PredictionEvent)>| {
+            let mut features = Vec::new();
             for (cell, event) in &kept {
-                state.observe(*cell, event, with_drift);
+                state.observe(*cell, event, with_drift, &mut features);
             }
         },
     )?;
