@@ -1105,7 +1105,11 @@ fn parquet_input_gives_the_same_report_as_ndjson_and_csv() {
     let (parquet_predictions, parquet_labels) = write_quality_parquet(dir.path());
     let (csv_predictions, csv_labels) = write_quality_csv(dir.path());
     let [predictions, early, main, corrections] = quality_files();
-    let from_ndjson = quality_report("1d", &[predictions], &[early, main, corrections]);
+    let from_ndjson = quality_report(
+        "1d",
+        std::slice::from_ref(&predictions),
+        &[early, main, corrections],
+    );
     let from_csv = quality_report("1d", &csv_predictions, &csv_labels);
     let from_parquet = quality_report("1d", &parquet_predictions, &parquet_labels);
     assert_eq!(
@@ -1151,6 +1155,41 @@ fn parquet_input_gives_the_same_report_as_ndjson_and_csv() {
     assert!(
         problems.is_empty(),
         "{} differences between the Parquet and the NDJSON report:\n{}",
+        problems.len(),
+        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+
+    // The same rows as a drift reference: Parquet or NDJSON, the same drift.
+    let reference_arguments = vec!["--predictions".to_owned(), predictions.display().to_string()];
+    let drift_of = |reference: &[PathBuf]| {
+        let mut arguments = reference_arguments.clone();
+        for path in reference {
+            arguments.extend(["--reference".to_owned(), path.display().to_string()]);
+        }
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        json_report(&arguments)
+    };
+    let parquet_drift = drift_of(&parquet_predictions);
+    let ndjson_drift = drift_of(std::slice::from_ref(&predictions));
+    assert_eq!(parquet_drift["inputs"]["reference"][0]["format"], "parquet");
+    let mut problems = Vec::new();
+    for (model, wanted) in ndjson_drift["models"].as_object().unwrap() {
+        assert!(
+            wanted["whole"]["drift"]["features_compared"].as_u64().unwrap() > 0,
+            "{model}"
+        );
+        for section in ["whole", "windows"] {
+            compare(
+                &format!("models.{model}.{section}"),
+                &wanted[section],
+                Some(&parquet_drift["models"][model][section]),
+                &mut problems,
+            );
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences between the drift against a Parquet and an NDJSON reference:\n{}",
         problems.len(),
         problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
     );

@@ -8,10 +8,11 @@
 //! buckets, which merge at the end. So the outcome is the one of reading the
 //! files in order, whatever the number of threads.
 //!
-//! The join map holds, per prediction, the hash of its id and a few integers
-//! (its cell, its segments, what it predicted and the label joined to it),
-//! 40 bytes, not the id itself: ids are told apart by a 64-bit hash, and two
-//! distinct ids share one with probability about n²/2⁶⁵ (3·10⁻⁶ for 10M ids).
+//! The join map holds, per prediction, the hash of its id (in its table slot)
+//! and a few integers (its cell, its segments, what it predicted and the label
+//! joined to it), about 60 bytes, not the id itself: ids are told apart by a
+//! 64-bit hash, and two distinct ids share one with probability about n²/2⁶⁵
+//! (3·10⁻⁶ for 10M ids).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;

@@ -959,12 +959,20 @@ mod tests {
     const ROWS: usize = 1000;
 
     /// 1000 rows in row groups of 600 and 400, pages of at most 64 rows, a
-    /// dictionary-encoded version column and nulls in a feature.
+    /// required id column, a dictionary-encoded version column and nulls in
+    /// a feature.
     fn write_file(path: &Path) {
         let column = |name: &str, physical, logical: Option<LogicalType>| {
+            // The ids are a required column (no definition levels), the
+            // others optional.
+            let repetition = if name == "prediction_id" {
+                Repetition::REQUIRED
+            } else {
+                Repetition::OPTIONAL
+            };
             Arc::new(
                 Type::primitive_type_builder(name, physical)
-                    .with_repetition(Repetition::OPTIONAL)
+                    .with_repetition(repetition)
                     .with_logical_type(logical)
                     .build()
                     .unwrap(),
@@ -1025,7 +1033,7 @@ mod tests {
             next(&mut |column| {
                 column
                     .typed::<ByteArrayType>()
-                    .write_batch(&ids, Some(&all), None)
+                    .write_batch(&ids, None, None)
                     .unwrap();
             });
             next(&mut |column| {
