@@ -334,25 +334,27 @@ impl Catalog {
     /// The serial step of a predictions chunk: drops duplicates and refused
     /// events, folds names past the limits (rewriting the events, so that the
     /// aggregation sees the folded names), and records each prediction in
-    /// the join map. Returns the events to aggregate with their cells.
+    /// the join map. Returns the events with the cell each one counts in (or
+    /// `DROPPED`): the events stay where they are, since moving them into a
+    /// vector of the kept ones alone costs a few percent of a report.
     fn commit_predictions(
         &mut self,
         parsed: Parsed<PredictionEvent>,
         counts: &mut FileCounts,
         settings: &Settings,
-    ) -> Vec<(u32, PredictionEvent)> {
+    ) -> Committed {
         counts.rows += (parsed.events.len() + parsed.problems.len()) as u64;
         counts.rejected += parsed.problems.len() as u64;
         for problem in parsed.problems {
             self.problem(problem);
         }
-        let mut kept = Vec::with_capacity(parsed.events.len());
-        let hashes: Vec<u64> = parsed
-            .events
+        let mut events = parsed.events;
+        let mut cells = Vec::with_capacity(events.len());
+        let hashes: Vec<u64> = events
             .iter()
             .map(|(_, event)| id_hash(&event.prediction_id))
             .collect();
-        for (position, ((line, mut event), hash)) in parsed.events.into_iter().zip(&hashes).enumerate() {
+        for (position, ((line, event), hash)) in events.iter_mut().zip(&hashes).enumerate() {
             if position % WARM_BATCH == 0 {
                 self.join.warm(
                     &hashes[position..(position + WARM_BATCH).min(hashes.len())],
@@ -363,15 +365,17 @@ impl Catalog {
             if self.join.find(hash).is_some() {
                 counts.duplicates += 1;
                 counts.accepted += 1;
+                cells.push(DROPPED);
                 continue;
             }
-            let model_index = match self.check(&event, &settings.limits) {
+            let model_index = match self.check(event, &settings.limits) {
                 Ok(index) => index,
                 Err(refusal) => {
                     counts.rejected += 1;
+                    cells.push(DROPPED);
                     self.problem(RowProblem {
                         file: 0,
-                        line,
+                        line: *line,
                         code: "refused",
                         message: refusal.to_string(),
                         field: Some(refusal.field().to_owned()),
@@ -381,13 +385,13 @@ impl Catalog {
             };
             counts.accepted += 1;
             let model = &mut self.models[model_index as usize];
-            model.limits.fold_in_place(&mut event, &settings.limits);
+            model.limits.fold_in_place(event, &settings.limits);
             let predicted = match (&event.status, &event.prediction) {
                 (Status::Ok, Some(Prediction::Class(class))) => u64::from(model.classes.intern(class)),
                 (Status::Ok, Some(Prediction::Value(value))) => value.to_bits(),
                 _ => NONE,
             };
-            let segments = if aggregate::labelable(&event) || !event.segments.is_empty() {
+            let segments = if aggregate::labelable(event) || !event.segments.is_empty() {
                 model.segment_set(&event.segments)
             } else {
                 0
@@ -408,9 +412,9 @@ impl Catalog {
                     label: UNLABELED,
                 },
             );
-            kept.push((cell, event));
+            cells.push(cell);
         }
-        kept
+        Committed { events, cells }
     }
 
     /// The server's checks: the model limit, and the model's kind.
@@ -724,6 +728,15 @@ fn fold_in_place(limits: &mut ModelLimits, event: &mut PredictionEvent, cardinal
     }
 }
 
+/// A chunk's prediction events after the serial step, each with the cell it
+/// counts in, or `DROPPED` (a duplicate, or refused).
+pub struct Committed {
+    events: Vec<(u64, PredictionEvent)>,
+    cells: Vec<u32>,
+}
+
+const DROPPED: u32 = u32::MAX;
+
 /// A worker's aggregates: per cell, the bucket and the drift summary.
 #[derive(Default)]
 pub struct CellAggregates {
@@ -947,10 +960,12 @@ pub fn evaluate(
                 .for_each(|problem| problem.file = file);
             kept
         },
-        |state: &mut CellAggregates, kept: Vec<(u32, PredictionEvent)>| {
+        |state: &mut CellAggregates, committed: Committed| {
             let mut features = Vec::new();
-            for (cell, event) in &kept {
-                state.observe(*cell, event, with_drift, &mut features);
+            for ((_, event), cell) in committed.events.iter().zip(&committed.cells) {
+                if *cell != DROPPED {
+                    state.observe(*cell, event, with_drift, &mut features);
+                }
             }
         },
     )?;
