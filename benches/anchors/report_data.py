@@ -1,18 +1,23 @@
 """Files for timing `modelwatch report` at scale, and the pandas approach on the same files.
 
 Exports the shared anchors' synthetic fraud_detector log (gen_data.load: the parquet cache that
-bench_join.py times) as the report's CSV (and, with --ndjson, NDJSON) inputs:
+bench_join.py times) as the report's CSV (and, with --ndjson, NDJSON; with --parquet, Parquet)
+inputs:
 
   predictions.csv  prediction_id, version, timestamp (Unix seconds), prediction, confidence,
                    the 8 features (the model is given with `--model fraud_detector`)
   labels.csv       prediction_id, actual, timestamp (label arrival, Unix seconds), arrival order
+
+  predictions.parquet, labels.parquet: the same columns, as pandas types them (timestamp a
+                   TIMESTAMP(NANOS) column, prediction and actual int64), written by
+                   DataFrame.to_parquet with its defaults (pyarrow, snappy, 1Mi-row row groups)
 
 With --pandas it then times the seed's approach *from the same files*: pd.read_csv of both,
 the merge on prediction_id, and the four scikit-learn metrics over the whole log and each day
 (what the report's quality part computes), printing one JSON object.
 
 Run:  /tmp/anchorvenv/bin/python report_data.py --anchors ../../../shared/anchors --n 10000000 \
-          --out DIR [--ndjson] [--pandas]
+          --out DIR [--ndjson] [--parquet] [--pandas]
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ def main():
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--out", required=True)
     ap.add_argument("--ndjson", action="store_true")
+    ap.add_argument("--parquet", action="store_true", help="also (or only) write the Parquet files")
     ap.add_argument("--pandas", action="store_true")
     a = ap.parse_args()
     sys.path.insert(0, os.path.abspath(a.anchors))
@@ -39,6 +45,26 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     pred_path = os.path.join(a.out, "predictions.csv")
     label_path = os.path.join(a.out, "labels.csv")
+    if a.parquet:
+        parquet_preds = os.path.join(a.out, "predictions.parquet")
+        parquet_labels = os.path.join(a.out, "labels.parquet")
+        if not (os.path.exists(parquet_preds) and os.path.exists(parquet_labels)):
+            preds, labels = gen_data.load(a.n)
+            out = pd.DataFrame({"prediction_id": preds["prediction_id"], "version": preds["model_version"],
+                                "timestamp": preds["timestamp"], "prediction": preds["predicted_class"],
+                                "confidence": preds["confidence"]})
+            for name in gen_data.FEATURES:
+                out[name] = preds[name]
+            started = time.perf_counter()
+            out.to_parquet(parquet_preds + ".tmp", index=False)
+            os.replace(parquet_preds + ".tmp", parquet_preds)
+            pd.DataFrame({"prediction_id": labels["prediction_id"], "actual": labels["actual_class"],
+                          "timestamp": labels["label_timestamp"]}).to_parquet(parquet_labels + ".tmp", index=False)
+            os.replace(parquet_labels + ".tmp", parquet_labels)
+            print(f"wrote Parquet in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            del preds, labels, out
+        if not (a.ndjson or a.pandas or os.path.exists(pred_path)):
+            return
     if not (os.path.exists(pred_path) and os.path.exists(label_path)):
         preds, labels = gen_data.load(a.n)
         seconds = preds["timestamp"].to_numpy().astype("datetime64[ns]").view(np.int64) / 1e9

@@ -784,3 +784,631 @@ fn the_html_report_is_self_contained_with_svg_charts() {
     );
     assert!(text.contains("2026-11-05T00:00:00Z"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Parquet input: files written here with the `parquet` crate's writer.
+// ---------------------------------------------------------------------------
+
+mod parquet_files {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
+    use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+
+    /// The values of one column, `None` for null.
+    pub enum Values {
+        Text(Vec<Option<String>>),
+        Double(Vec<Option<f64>>),
+        Int64(Vec<Option<i64>>),
+        Bool(Vec<Option<bool>>),
+        /// A TIMESTAMP column (UTC) in the given unit.
+        Timestamp(TimeUnit, Vec<Option<i64>>),
+    }
+
+    impl Values {
+        fn len(&self) -> usize {
+            match self {
+                Values::Text(values) => values.len(),
+                Values::Double(values) => values.len(),
+                Values::Int64(values) | Values::Timestamp(_, values) => values.len(),
+                Values::Bool(values) => values.len(),
+            }
+        }
+    }
+
+    /// Definition levels and the non-null values of `values[range]`.
+    fn levels<T: Clone, U>(
+        values: &[Option<T>],
+        range: std::ops::Range<usize>,
+        convert: impl Fn(&T) -> U,
+    ) -> (Vec<i16>, Vec<U>) {
+        let slice = &values[range];
+        let definition = slice.iter().map(|value| i16::from(value.is_some())).collect();
+        let present = slice.iter().flatten().map(convert).collect();
+        (definition, present)
+    }
+
+    /// Writes `columns` (all optional) as a Parquet file, `rows_per_group`
+    /// rows per row group.
+    pub fn write(path: &Path, columns: &[(String, Values)], rows_per_group: usize, compression: Compression) {
+        let fields = columns
+            .iter()
+            .map(|(name, values)| {
+                let (physical, logical) = match values {
+                    Values::Text(_) => (PhysicalType::BYTE_ARRAY, Some(LogicalType::String)),
+                    Values::Double(_) => (PhysicalType::DOUBLE, None),
+                    Values::Int64(_) => (PhysicalType::INT64, None),
+                    Values::Bool(_) => (PhysicalType::BOOLEAN, None),
+                    Values::Timestamp(unit, _) => {
+                        (PhysicalType::INT64, Some(LogicalType::timestamp(true, *unit)))
+                    }
+                };
+                Arc::new(
+                    Type::primitive_type_builder(name, physical)
+                        .with_repetition(Repetition::OPTIONAL)
+                        .with_logical_type(logical)
+                        .build()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let schema = Arc::new(
+            Type::group_type_builder("schema")
+                .with_fields(fields)
+                .build()
+                .unwrap(),
+        );
+        let properties = Arc::new(WriterProperties::builder().set_compression(compression).build());
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = SerializedFileWriter::new(file, schema, properties).unwrap();
+        let rows = columns.first().map_or(0, |(_, values)| values.len());
+        for start in (0..rows).step_by(rows_per_group.max(1)) {
+            let range = start..rows.min(start + rows_per_group);
+            let mut group = writer.next_row_group().unwrap();
+            for (_, values) in columns {
+                let mut column = group.next_column().unwrap().unwrap();
+                match values {
+                    Values::Text(values) => {
+                        let (definition, present) =
+                            levels(values, range.clone(), |text| ByteArray::from(text.as_str()));
+                        column
+                            .typed::<ByteArrayType>()
+                            .write_batch(&present, Some(&definition), None)
+                            .unwrap();
+                    }
+                    Values::Double(values) => {
+                        let (definition, present) = levels(values, range.clone(), |value| *value);
+                        column
+                            .typed::<DoubleType>()
+                            .write_batch(&present, Some(&definition), None)
+                            .unwrap();
+                    }
+                    Values::Int64(values) | Values::Timestamp(_, values) => {
+                        let (definition, present) = levels(values, range.clone(), |value| *value);
+                        column
+                            .typed::<Int64Type>()
+                            .write_batch(&present, Some(&definition), None)
+                            .unwrap();
+                    }
+                    Values::Bool(values) => {
+                        let (definition, present) = levels(values, range.clone(), |value| *value);
+                        column
+                            .typed::<BoolType>()
+                            .write_batch(&present, Some(&definition), None)
+                            .unwrap();
+                    }
+                }
+                column.close().unwrap();
+            }
+            group.close().unwrap();
+        }
+        writer.close().unwrap();
+    }
+}
+
+use parquet::basic::{Compression, TimeUnit};
+use parquet_files::Values;
+
+/// A wire timestamp (RFC 3339 or Unix seconds) in milliseconds.
+fn timestamp_ms(value: &Value) -> Option<i64> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.parse::<jiff::Timestamp>().unwrap().as_millisecond()),
+        number => Some((number.as_f64().unwrap() * 1000.0).round() as i64),
+    }
+}
+
+/// Writes the oracle's NDJSON predictions and labels as Parquet files, typed
+/// as pandas would type them: one predictions file per model (each feature
+/// a double, int64, boolean or string column by its values; timestamps a
+/// TIMESTAMP(MILLIS) column), and per labels file one file of class labels
+/// (string `actual`) and one of regression labels (double `actual`), their
+/// timestamps in micro- then nanoseconds. The files are cut in row groups of
+/// 500 rows, and each uses another codec.
+fn write_quality_parquet(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let [predictions, early, main, corrections] = quality_files();
+    let lines = |path: &Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let codecs = [
+        Compression::SNAPPY,
+        Compression::ZSTD(Default::default()),
+        Compression::GZIP(Default::default()),
+        Compression::LZ4_RAW,
+        Compression::UNCOMPRESSED,
+    ];
+    let mut codec = codecs.iter().cycle();
+    let events = lines(&predictions);
+    let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for event in &events {
+        by_model
+            .entry(event["model"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event);
+    }
+    let mut prediction_files = Vec::new();
+    for (model, events) in by_model {
+        let mut columns: Vec<(String, Values)> = Vec::new();
+        for name in ["prediction_id", "model", "version", "status", "error_type"] {
+            columns.push((
+                name.to_owned(),
+                Values::Text(events.iter().map(|event| text(&event[name])).collect()),
+            ));
+        }
+        columns.push((
+            "timestamp".to_owned(),
+            Values::Timestamp(
+                TimeUnit::MILLIS,
+                events
+                    .iter()
+                    .map(|event| timestamp_ms(&event["timestamp"]))
+                    .collect(),
+            ),
+        ));
+        columns.push((
+            "latency_seconds".to_owned(),
+            Values::Double(
+                events
+                    .iter()
+                    .map(|event| event["latency_seconds"].as_f64())
+                    .collect(),
+            ),
+        ));
+        if events.iter().any(|event| event["prediction"].is_number()) {
+            columns.push((
+                "prediction_value".to_owned(),
+                Values::Double(events.iter().map(|event| event["prediction"].as_f64()).collect()),
+            ));
+        } else {
+            columns.push((
+                "prediction".to_owned(),
+                Values::Text(events.iter().map(|event| text(&event["prediction"])).collect()),
+            ));
+        }
+        for (group, prefix) in [
+            ("probabilities", "probability."),
+            ("segments", "segment."),
+            ("features", ""),
+        ] {
+            let mut names: Vec<String> = Vec::new();
+            for event in &events {
+                for key in event[group]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|object| object.keys())
+                {
+                    if !names.contains(key) {
+                        names.push(key.clone());
+                    }
+                }
+            }
+            for name in names {
+                let cells: Vec<&Value> = events.iter().map(|event| &event[group][name.as_str()]).collect();
+                let values = if cells.iter().any(|cell| cell.is_string()) {
+                    Values::Text(cells.iter().map(|cell| text(cell)).collect())
+                } else if cells.iter().any(|cell| cell.is_boolean()) {
+                    Values::Bool(cells.iter().map(|cell| cell.as_bool()).collect())
+                } else if cells.iter().all(|cell| cell.is_null() || cell.is_i64()) {
+                    Values::Int64(cells.iter().map(|cell| cell.as_i64()).collect())
+                } else {
+                    Values::Double(cells.iter().map(|cell| cell.as_f64()).collect())
+                };
+                columns.push((format!("{prefix}{name}"), values));
+            }
+        }
+        let path = dir.join(format!("{model}.parquet"));
+        parquet_files::write(&path, &columns, 500, *codec.next().unwrap());
+        prediction_files.push(path);
+    }
+    let mut label_files = Vec::new();
+    for (index, source) in [early, main, corrections].iter().enumerate() {
+        let labels = lines(source);
+        for classes in [true, false] {
+            let labels: Vec<&Value> = labels
+                .iter()
+                .filter(|label| label["actual"].is_string() == classes)
+                .collect();
+            let mut columns = vec![(
+                "prediction_id".to_owned(),
+                Values::Text(labels.iter().map(|label| text(&label["prediction_id"])).collect()),
+            )];
+            columns.push((
+                "actual".to_owned(),
+                if classes {
+                    Values::Text(labels.iter().map(|label| text(&label["actual"])).collect())
+                } else {
+                    Values::Double(labels.iter().map(|label| label["actual"].as_f64()).collect())
+                },
+            ));
+            let (unit, per_ms) = if index % 2 == 0 {
+                (TimeUnit::MICROS, 1_000)
+            } else {
+                (TimeUnit::NANOS, 1_000_000)
+            };
+            columns.push((
+                "timestamp".to_owned(),
+                Values::Timestamp(
+                    unit,
+                    labels
+                        .iter()
+                        .map(|label| timestamp_ms(&label["timestamp"]).map(|ms| ms * per_ms))
+                        .collect(),
+                ),
+            ));
+            let mut business: Vec<String> = Vec::new();
+            for label in &labels {
+                for key in label["business"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|object| object.keys())
+                {
+                    if !business.contains(key) {
+                        business.push(key.clone());
+                    }
+                }
+            }
+            for name in business {
+                columns.push((
+                    format!("business.{name}"),
+                    Values::Double(
+                        labels
+                            .iter()
+                            .map(|label| label["business"][name.as_str()].as_f64())
+                            .collect(),
+                    ),
+                ));
+            }
+            let path = dir.join(format!(
+                "labels_{index}_{}.parquet",
+                if classes { "classes" } else { "values" }
+            ));
+            parquet_files::write(&path, &columns, 500, *codec.next().unwrap());
+            label_files.push(path);
+        }
+    }
+    (prediction_files, label_files)
+}
+
+#[test]
+fn parquet_input_gives_the_same_report_as_ndjson_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (parquet_predictions, parquet_labels) = write_quality_parquet(dir.path());
+    let (csv_predictions, csv_labels) = write_quality_csv(dir.path());
+    let [predictions, early, main, corrections] = quality_files();
+    let from_ndjson = quality_report(
+        "1d",
+        std::slice::from_ref(&predictions),
+        &[early, main, corrections],
+    );
+    let from_csv = quality_report("1d", &csv_predictions, &csv_labels);
+    let from_parquet = quality_report("1d", &parquet_predictions, &parquet_labels);
+    assert_eq!(
+        from_parquet["problems"]["total"], 0,
+        "{}",
+        from_parquet["problems"]
+    );
+    for file in from_parquet["inputs"]["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(from_parquet["inputs"]["labels"].as_array().unwrap())
+    {
+        assert_eq!(file["format"], "parquet", "{file}");
+    }
+    assert_eq!(from_parquet["labels"], from_ndjson["labels"]);
+    assert_eq!(from_parquet["labels"], from_csv["labels"]);
+    // The CSV files hold the same rows per model, and leave out null cells
+    // as the Parquet files do: the reports are the same, counts exactly and
+    // sums to rounding (row groups are aggregated on both threads, the CSV
+    // file on one).
+    let mut problems = Vec::new();
+    compare(
+        "models",
+        &from_csv["models"],
+        Some(&from_parquet["models"]),
+        &mut problems,
+    );
+    assert!(
+        problems.is_empty(),
+        "{} differences between the Parquet and the CSV report:\n{}",
+        problems.len(),
+        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+    for (model, wanted) in from_ndjson["models"].as_object().unwrap() {
+        let mut wanted = wanted.clone();
+        let mut got = from_parquet["models"][model].clone();
+        for report in [&mut wanted, &mut got] {
+            strip_features(report);
+        }
+        compare(&format!("models.{model}"), &wanted, Some(&got), &mut problems);
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences between the Parquet and the NDJSON report:\n{}",
+        problems.len(),
+        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+
+    // The same rows as a drift reference: Parquet or NDJSON, the same drift.
+    let reference_arguments = vec!["--predictions".to_owned(), predictions.display().to_string()];
+    let drift_of = |reference: &[PathBuf]| {
+        let mut arguments = reference_arguments.clone();
+        for path in reference {
+            arguments.extend(["--reference".to_owned(), path.display().to_string()]);
+        }
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        json_report(&arguments)
+    };
+    let parquet_drift = drift_of(&parquet_predictions);
+    let ndjson_drift = drift_of(std::slice::from_ref(&predictions));
+    assert_eq!(parquet_drift["inputs"]["reference"][0]["format"], "parquet");
+    let mut problems = Vec::new();
+    for (model, wanted) in ndjson_drift["models"].as_object().unwrap() {
+        assert!(
+            wanted["whole"]["drift"]["features_compared"].as_u64().unwrap() > 0,
+            "{model}"
+        );
+        for section in ["whole", "windows"] {
+            compare(
+                &format!("models.{model}.{section}"),
+                &wanted[section],
+                Some(&parquet_drift["models"][model][section]),
+                &mut problems,
+            );
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences between the drift against a Parquet and an NDJSON reference:\n{}",
+        problems.len(),
+        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn texts(values: &[Option<&str>]) -> Values {
+    Values::Text(values.iter().map(|value| value.map(str::to_owned)).collect())
+}
+
+#[test]
+fn bad_parquet_rows_are_reported_with_their_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let predictions = dir.path().join("predictions.parquet");
+    let second = 1_793_491_200_000i64;
+    let timestamps = (0..7).map(|minute| Some(second + minute * 60_000)).collect();
+    parquet_files::write(
+        &predictions,
+        &[
+            (
+                "prediction_id".to_owned(),
+                texts(&[
+                    Some("p1"),
+                    None,
+                    Some("p3"),
+                    Some("p4"),
+                    Some("p5"),
+                    Some("p6"),
+                    Some("p7"),
+                ]),
+            ),
+            (
+                "timestamp".to_owned(),
+                Values::Timestamp(TimeUnit::MILLIS, timestamps),
+            ),
+            (
+                "prediction".to_owned(),
+                Values::Int64(vec![
+                    Some(1),
+                    Some(0),
+                    Some(1),
+                    Some(1),
+                    Some(0),
+                    Some(0),
+                    Some(1),
+                ]),
+            ),
+            (
+                "confidence".to_owned(),
+                Values::Double(vec![
+                    Some(0.9),
+                    Some(0.8),
+                    Some(f64::NAN),
+                    Some(1.5),
+                    Some(0.7),
+                    Some(0.6),
+                    None,
+                ]),
+            ),
+            // A string column where a number is expected: each row that has
+            // a value is refused, as the same JSON field would be.
+            (
+                "latency_seconds".to_owned(),
+                texts(&[None, None, None, None, Some("fast"), None, None]),
+            ),
+            (
+                "amount".to_owned(),
+                Values::Double(vec![
+                    Some(1.0),
+                    Some(2.0),
+                    Some(3.0),
+                    Some(4.0),
+                    Some(5.0),
+                    Some(f64::INFINITY),
+                    None,
+                ]),
+            ),
+        ],
+        3,
+        Compression::SNAPPY,
+    );
+    let labels = dir.path().join("labels.parquet");
+    parquet_files::write(
+        &labels,
+        &[
+            (
+                "prediction_id".to_owned(),
+                texts(&[Some("p1"), Some("p7"), Some("p3")]),
+            ),
+            ("actual".to_owned(), Values::Int64(vec![Some(1), None, Some(1)])),
+        ],
+        10,
+        Compression::SNAPPY,
+    );
+    let output = run(&[
+        "--predictions",
+        predictions.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--model",
+        "m",
+        "--format",
+        "json",
+    ]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed: Vec<(u64, &str, Option<&str>, &str)> = report["problems"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|problem| {
+            (
+                problem["line"].as_u64().unwrap(),
+                problem["code"].as_str().unwrap(),
+                problem["field"].as_str(),
+                problem["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (
+                2,
+                "missing_field",
+                Some("prediction_id"),
+                "required field is missing"
+            ),
+            (3, "invalid_value", Some("confidence"), "must be a finite number"),
+            (4, "invalid_value", Some("confidence"), "must be between 0 and 1"),
+            (
+                5,
+                "invalid_type",
+                Some("latency_seconds"),
+                "expected a number, found a string"
+            ),
+            (6, "invalid_value", Some("amount"), "must be a finite number"),
+            (2, "missing_field", Some("actual"), "required field is missing"),
+        ],
+        "{}",
+        report["problems"]
+    );
+    for problem in report["problems"]["listed"].as_array().unwrap() {
+        let file = problem["file"].as_str().unwrap();
+        let expected = if problem == &report["problems"]["listed"][5] {
+            "labels.parquet"
+        } else {
+            "predictions.parquet"
+        };
+        assert!(file.ends_with(expected), "{problem}");
+    }
+    assert_eq!(report["inputs"]["predictions"][0]["rows"], 7);
+    assert_eq!(report["inputs"]["predictions"][0]["rejected"], 5);
+    let whole = &report["models"]["m"]["whole"];
+    assert_eq!(whole["operations"]["requests"], 2);
+    // Integer classes read as their text, as the CSV cell `1` does.
+    assert_eq!(
+        whole["predictions"]["classes"]["1"]["count"], 2,
+        "{}",
+        whole["predictions"]
+    );
+    assert_eq!(report["labels"]["joined"], 1);
+    assert_eq!(whole["performance"]["accuracy"], 1.0);
+}
+
+#[test]
+fn unusable_parquet_files_stop_the_report_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let predictions = dir.path().join("p.parquet");
+    parquet_files::write(
+        &predictions,
+        &[
+            ("prediction_id".to_owned(), texts(&[Some("p1")])),
+            ("prediction".to_owned(), texts(&[Some("a")])),
+        ],
+        10,
+        Compression::SNAPPY,
+    );
+    let labels = dir.path().join("l.parquet");
+    parquet_files::write(
+        &labels,
+        &[
+            ("prediction_id".to_owned(), texts(&[Some("p1")])),
+            ("actual".to_owned(), texts(&[Some("a")])),
+            ("colour".to_owned(), texts(&[Some("red")])),
+        ],
+        10,
+        Compression::SNAPPY,
+    );
+    let not_parquet = dir.path().join("broken.parquet");
+    std::fs::write(&not_parquet, b"prediction_id,model\np1,m\n").unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec![
+                "--predictions",
+                predictions.to_str().unwrap(),
+                "--labels",
+                labels.to_str().unwrap(),
+                "--model",
+                "m",
+            ],
+            "unknown column \"colour\" in a labels file",
+        ),
+        (
+            vec!["--predictions", predictions.to_str().unwrap()],
+            "the Parquet file has no model column: name the model with --model",
+        ),
+        (
+            vec!["--predictions", not_parquet.to_str().unwrap(), "--model", "m"],
+            "unreadable Parquet file",
+        ),
+    ];
+    for (arguments, message) in cases {
+        let output = Command::new(binary())
+            .arg("report")
+            .args(&arguments)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{arguments:?} succeeded");
+        assert!(stderr.contains(message), "{arguments:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{arguments:?}: {stderr}");
+    }
+}

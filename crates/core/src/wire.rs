@@ -34,6 +34,8 @@ use crate::event::{
     self, Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status, TimestampMs,
 };
 
+pub mod typed;
+
 /// Limits applied while parsing one row. Defaults are what `modelwatch serve`
 /// uses when the config says nothing.
 #[derive(Debug, Clone)]
@@ -242,8 +244,10 @@ fn split_json(body: &[u8]) -> Result<Vec<&[u8]>, BodyError> {
 // span several fields.
 // ---------------------------------------------------------------------------
 
+/// The top-level fields of a prediction's wire object; [`typed`] rows name
+/// their fields with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PredictionField {
+pub enum PredictionField {
     PredictionId,
     Model,
     Version,
@@ -557,8 +561,10 @@ fn segment_from_value(value: Scalar<'_>, limits: &ParseLimits) -> Result<String,
 // Label events.
 // ---------------------------------------------------------------------------
 
+/// The top-level fields of a label's wire object; [`typed`] rows name their
+/// fields with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LabelField {
+pub enum LabelField {
     PredictionId,
     Actual,
     Timestamp,
@@ -656,18 +662,23 @@ pub fn parse_label(
 ) -> Result<LabelEvent, RowError> {
     let context = RowContext::new(received_at_ms, limits);
     let fields: LabelFields = parse_row(row, &context)?;
-    let prediction_id = fields
-        .prediction_id
-        .ok_or_else(|| missing_field("prediction_id"))?;
-    let actual = fields.actual.ok_or_else(|| missing_field("actual"))?;
-    let mut business = fields.business;
-    business.sort_by(|(a, _), (b, _)| a.cmp(b));
-    Ok(LabelEvent {
-        prediction_id,
-        actual,
-        timestamp_ms: fields.timestamp_ms.unwrap_or(received_at_ms),
-        business,
-    })
+    fields.into_event(received_at_ms)
+}
+
+impl LabelFields {
+    /// Applies the defaults and checks the required fields.
+    fn into_event(self, received_at_ms: TimestampMs) -> Result<LabelEvent, RowError> {
+        let prediction_id = self.prediction_id.ok_or_else(|| missing_field("prediction_id"))?;
+        let actual = self.actual.ok_or_else(|| missing_field("actual"))?;
+        let mut business = self.business;
+        business.sort_by(|(a, _), (b, _)| a.cmp(b));
+        Ok(LabelEvent {
+            prediction_id,
+            actual,
+            timestamp_ms: self.timestamp_ms.unwrap_or(received_at_ms),
+            business,
+        })
+    }
 }
 
 fn missing_field(field: &str) -> RowError {

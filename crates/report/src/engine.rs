@@ -8,10 +8,11 @@
 //! buckets, which merge at the end. So the outcome is the one of reading the
 //! files in order, whatever the number of threads.
 //!
-//! The join map holds, per prediction, the hash of its id and a few integers
-//! (its cell, its segments, what it predicted and the label joined to it),
-//! 40 bytes, not the id itself: ids are told apart by a 64-bit hash, and two
-//! distinct ids share one with probability about n²/2⁶⁵ (3·10⁻⁶ for 10M ids).
+//! The join map holds, per prediction, the hash of its id (in its table slot)
+//! and a few integers (its cell, its segments, what it predicted and the label
+//! joined to it), about 60 bytes, not the id itself: ids are told apart by a
+//! 64-bit hash, and two distinct ids share one with probability about n²/2⁶⁵
+//! (3·10⁻⁶ for 10M ids).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -22,7 +23,7 @@ use std::sync::{Condvar, Mutex};
 use hashbrown::HashTable;
 use modelwatch_core::aggregate::{self, Bucket, FoldedFeature, FoldedNames};
 use modelwatch_core::drift::DriftSummary;
-use modelwatch_core::event::{LabelEvent, Prediction, PredictionEvent, Status};
+use modelwatch_core::event::{FeatureValue, LabelEvent, Prediction, PredictionEvent, Status};
 use modelwatch_core::limits::{CardinalityLimits, ModelLimits, OTHER};
 use modelwatch_core::quality::{Outcome, Quality, QualityBucket, Scored, Sign};
 use modelwatch_core::series::{ModelKind, Refusal, observe_drift};
@@ -45,10 +46,9 @@ const NONE: u64 = u64::MAX;
 const UNLABELED: u32 = 0;
 const LABELED_WITHOUT_BUSINESS: u32 = 1;
 
-/// One prediction in the join map.
+/// One prediction in the join map (its id's hash is in the table).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    id_hash: u64,
     /// Class index (classifiers) or the output's bits (regression), or NONE.
     predicted: u64,
     /// The joined label's actual, encoded like `predicted`; NONE when it does
@@ -64,10 +64,12 @@ struct Entry {
 const ENTRY_CHUNK_BITS: u32 = 16;
 
 /// Prediction entries, in chunks (no copy of the whole when it grows), and a
-/// hash table of their indices.
+/// hash table of their ids' hashes and indices. The hash is in the table, so
+/// that a lookup reads one slot of the table, not also an entry elsewhere in
+/// memory: with millions of predictions, each of those reads is a cache miss.
 #[derive(Default)]
 struct JoinMap {
-    table: HashTable<u32>,
+    table: HashTable<(u64, u32)>,
     chunks: Vec<Vec<Entry>>,
     len: u32,
 }
@@ -82,19 +84,20 @@ impl JoinMap {
             [(index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
     }
 
-    fn find(&self, hash: u64) -> Option<u32> {
-        let chunks = &self.chunks;
-        self.table
-            .find(hash, |index| {
-                chunks[(*index >> ENTRY_CHUNK_BITS) as usize]
-                    [(*index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
-                    .id_hash
-                    == hash
-            })
-            .copied()
+    fn with_capacity(predictions: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(predictions),
+            ..Self::default()
+        }
     }
 
-    fn insert(&mut self, entry: Entry) {
+    fn find(&self, hash: u64) -> Option<u32> {
+        self.table
+            .find(hash, |(slot_hash, _)| *slot_hash == hash)
+            .map(|(_, index)| *index)
+    }
+
+    fn insert(&mut self, hash: u64, entry: Entry) {
         let index = self.len;
         if self
             .chunks
@@ -108,17 +111,39 @@ impl JoinMap {
             .expect("a chunk was just ensured")
             .push(entry);
         self.len += 1;
-        let chunks = &self.chunks;
-        self.table.insert_unique(entry.id_hash, index, |index| {
-            chunks[(*index >> ENTRY_CHUNK_BITS) as usize][(*index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
-                .id_hash
-        });
+        self.table
+            .insert_unique(hash, (hash, index), |(slot_hash, _)| *slot_hash);
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.chunks.iter().flatten()
     }
+
+    /// Looks up `hashes` (and reads their entries, with `entries`) without
+    /// using the answers: with millions of predictions each lookup is a
+    /// cache miss or two, and lookups done back to back, independent of each
+    /// other, overlap their misses, where the commit's own lookups, each
+    /// followed by its work, would wait for them one by one. The commit
+    /// then finds the same slots in the cache.
+    fn warm(&self, hashes: &[u64], entries: bool) {
+        let mut touched = 0u64;
+        for hash in hashes {
+            if let Some(index) = self.find(*hash) {
+                touched ^= if entries {
+                    self.entry(index).predicted
+                } else {
+                    u64::from(index)
+                };
+            }
+        }
+        std::hint::black_box(touched);
+    }
 }
+
+/// How many lookups are warmed at once ([`JoinMap::warm`]): enough to keep
+/// several misses in flight, few enough that their lines stay in the cache
+/// until the commit reads them.
+const WARM_BATCH: usize = 32;
 
 /// Names to dense indices.
 #[derive(Debug, Default)]
@@ -144,7 +169,7 @@ impl Interner {
 pub struct Model {
     pub name: String,
     pub kind: Option<ModelKind>,
-    limits: ModelLimits,
+    limits: Folding,
     pub classes: Interner,
     pub business: Interner,
     /// Each distinct folded segment set, as `key\u{1f}value\u{1e}...`.
@@ -309,33 +334,48 @@ impl Catalog {
     /// The serial step of a predictions chunk: drops duplicates and refused
     /// events, folds names past the limits (rewriting the events, so that the
     /// aggregation sees the folded names), and records each prediction in
-    /// the join map. Returns the events to aggregate with their cells.
+    /// the join map. Returns the events with the cell each one counts in (or
+    /// `DROPPED`): the events stay where they are, since moving them into a
+    /// vector of the kept ones alone costs a few percent of a report.
     fn commit_predictions(
         &mut self,
         parsed: Parsed<PredictionEvent>,
         counts: &mut FileCounts,
         settings: &Settings,
-    ) -> Vec<(u32, PredictionEvent)> {
+    ) -> Committed {
         counts.rows += (parsed.events.len() + parsed.problems.len()) as u64;
         counts.rejected += parsed.problems.len() as u64;
         for problem in parsed.problems {
             self.problem(problem);
         }
-        let mut kept = Vec::with_capacity(parsed.events.len());
-        for (line, mut event) in parsed.events {
-            let hash = id_hash(&event.prediction_id);
+        let mut events = parsed.events;
+        let mut cells = Vec::with_capacity(events.len());
+        let hashes: Vec<u64> = events
+            .iter()
+            .map(|(_, event)| id_hash(&event.prediction_id))
+            .collect();
+        for (position, ((line, event), hash)) in events.iter_mut().zip(&hashes).enumerate() {
+            if position % WARM_BATCH == 0 {
+                self.join.warm(
+                    &hashes[position..(position + WARM_BATCH).min(hashes.len())],
+                    false,
+                );
+            }
+            let hash = *hash;
             if self.join.find(hash).is_some() {
                 counts.duplicates += 1;
                 counts.accepted += 1;
+                cells.push(DROPPED);
                 continue;
             }
-            let model_index = match self.check(&event, &settings.limits) {
+            let model_index = match self.check(event, &settings.limits) {
                 Ok(index) => index,
                 Err(refusal) => {
                     counts.rejected += 1;
+                    cells.push(DROPPED);
                     self.problem(RowProblem {
                         file: 0,
-                        line,
+                        line: *line,
                         code: "refused",
                         message: refusal.to_string(),
                         field: Some(refusal.field().to_owned()),
@@ -345,13 +385,13 @@ impl Catalog {
             };
             counts.accepted += 1;
             let model = &mut self.models[model_index as usize];
-            fold_in_place(&mut model.limits, &mut event, &settings.limits);
+            model.limits.fold_in_place(event, &settings.limits);
             let predicted = match (&event.status, &event.prediction) {
                 (Status::Ok, Some(Prediction::Class(class))) => u64::from(model.classes.intern(class)),
                 (Status::Ok, Some(Prediction::Value(value))) => value.to_bits(),
                 _ => NONE,
             };
-            let segments = if aggregate::labelable(&event) || !event.segments.is_empty() {
+            let segments = if aggregate::labelable(event) || !event.segments.is_empty() {
                 model.segment_set(&event.segments)
             } else {
                 0
@@ -362,17 +402,19 @@ impl Catalog {
                 window_start_ms: settings.align_ms
                     + bucket_start(event.timestamp_ms - settings.align_ms, settings.window_ms),
             });
-            self.join.insert(Entry {
-                id_hash: hash,
-                predicted,
-                actual: NONE,
-                cell,
-                segments,
-                label: UNLABELED,
-            });
-            kept.push((cell, event));
+            self.join.insert(
+                hash,
+                Entry {
+                    predicted,
+                    actual: NONE,
+                    cell,
+                    segments,
+                    label: UNLABELED,
+                },
+            );
+            cells.push(cell);
         }
-        kept
+        Committed { events, cells }
     }
 
     /// The server's checks: the model limit, and the model's kind.
@@ -406,9 +448,18 @@ impl Catalog {
             self.problem(problem);
         }
         let mut business: Vec<(u32, f64)> = Vec::new();
-        for (_, label) in parsed.events {
+        let hashes: Vec<u64> = parsed
+            .events
+            .iter()
+            .map(|(_, label)| id_hash(&label.prediction_id))
+            .collect();
+        for (position, ((_, label), hash)) in parsed.events.into_iter().zip(&hashes).enumerate() {
+            if position % WARM_BATCH == 0 {
+                self.join
+                    .warm(&hashes[position..(position + WARM_BATCH).min(hashes.len())], true);
+            }
             counts.accepted += 1;
-            let Some(index) = self.join.find(id_hash(&label.prediction_id)) else {
+            let Some(index) = self.join.find(*hash) else {
                 self.labels.orphaned += 1;
                 continue;
             };
@@ -419,13 +470,13 @@ impl Catalog {
                 Some(ModelKind::Regression) => label.actual.value().map_or(NONE, f64::to_bits),
                 _ => {
                     let class = label.actual.class();
-                    let folded = model.limits.fold_class(&class, &settings.limits, 1);
+                    let folded = model.limits.limits.fold_class(&class, &settings.limits, 1);
                     u64::from(model.classes.intern(folded))
                 }
             };
             business.clear();
             for (name, value) in &label.business {
-                let folded = model.limits.fold_business(name, &settings.limits, 0);
+                let folded = model.limits.limits.fold_business(name, &settings.limits, 0);
                 business.push((model.business.intern(folded), *value));
             }
             if entry.label != UNLABELED {
@@ -517,6 +568,104 @@ impl Catalog {
     }
 }
 
+/// A model's cardinality limits, and the names they are known to have
+/// admitted.
+#[derive(Debug, Default)]
+struct Folding {
+    limits: ModelLimits,
+    known: KnownNames,
+}
+
+/// Names that a model's `ModelLimits` has admitted (some of them: those seen
+/// on predictions that folded nothing). Admission is for good, so folding an
+/// event whose names are all known changes nothing, and is skipped:
+/// `ModelLimits::fold` hashes every name of every event (SipHash), which is
+/// most of the serial step's time over millions of rows.
+#[derive(Debug, Default)]
+struct KnownNames {
+    versions: rustc_hash::FxHashSet<String>,
+    classes: rustc_hash::FxHashSet<String>,
+    /// The feature names of the last event learnt, in order: the rows of a
+    /// file mostly carry the same ones.
+    features: Vec<String>,
+    /// Per feature, its known categories.
+    categories: FxHashMap<String, rustc_hash::FxHashSet<String>>,
+}
+
+impl KnownNames {
+    fn cover(&self, event: &PredictionEvent) -> bool {
+        if !event.segments.is_empty() || aggregate::error_type(event).is_some() {
+            return false;
+        }
+        if !self.versions.contains(event.version.as_str()) {
+            return false;
+        }
+        if let Some(class) = aggregate::predicted_class(event)
+            && !self.classes.contains(class)
+        {
+            return false;
+        }
+        if event.features.len() != self.features.len()
+            || !event
+                .features
+                .iter()
+                .zip(&self.features)
+                .all(|((name, _), known)| name == known)
+        {
+            return false;
+        }
+        event.features.iter().all(|(name, value)| match value {
+            FeatureValue::Category(category) => self
+                .categories
+                .get(name.as_str())
+                .is_some_and(|known| known.contains(category.as_str())),
+            FeatureValue::Number(_) | FeatureValue::Missing => true,
+        })
+    }
+
+    /// Learns the names of an event that was just folded (its names are now
+    /// admitted, or `__other__`, which always is).
+    fn learn(&mut self, event: &PredictionEvent) {
+        if !self.versions.contains(event.version.as_str()) {
+            self.versions.insert(event.version.clone());
+        }
+        if let Some(class) = aggregate::predicted_class(event)
+            && !self.classes.contains(class)
+        {
+            self.classes.insert(class.to_owned());
+        }
+        if event.features.len() != self.features.len()
+            || event
+                .features
+                .iter()
+                .zip(&self.features)
+                .any(|((name, _), known)| name != known)
+        {
+            self.features = event.features.iter().map(|(name, _)| name.clone()).collect();
+        }
+        for (name, value) in &event.features {
+            if let FeatureValue::Category(category) = value {
+                self.categories
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(category.clone());
+            }
+        }
+    }
+}
+
+impl Folding {
+    /// Folds the names of `event` past the limits of its model, in place:
+    /// names past a limit become `__other__`, as the server aggregates them.
+    fn fold_in_place(&mut self, event: &mut PredictionEvent, cardinality: &CardinalityLimits) {
+        if self.known.cover(event) {
+            return;
+        }
+        fold_in_place(&mut self.limits, event, cardinality);
+        self.known.learn(event);
+    }
+}
+
 /// Folds the names of `event` past the limits of its model, in place: names
 /// past a limit become `__other__`, as the server aggregates them.
 fn fold_in_place(limits: &mut ModelLimits, event: &mut PredictionEvent, cardinality: &CardinalityLimits) {
@@ -579,6 +728,15 @@ fn fold_in_place(limits: &mut ModelLimits, event: &mut PredictionEvent, cardinal
     }
 }
 
+/// A chunk's prediction events after the serial step, each with the cell it
+/// counts in, or `DROPPED` (a duplicate, or refused).
+pub struct Committed {
+    events: Vec<(u64, PredictionEvent)>,
+    cells: Vec<u32>,
+}
+
+const DROPPED: u32 = u32::MAX;
+
 /// A worker's aggregates: per cell, the bucket and the drift summary.
 #[derive(Default)]
 pub struct CellAggregates {
@@ -594,25 +752,35 @@ impl CellAggregates {
         self.buckets[cell].get_or_insert_with(Default::default)
     }
 
-    fn observe(&mut self, cell: u32, event: &PredictionEvent, with_drift: bool) {
+    /// `features` is a buffer the caller keeps from event to event.
+    fn observe<'e>(
+        &mut self,
+        cell: u32,
+        event: &'e PredictionEvent,
+        with_drift: bool,
+        features: &mut Vec<(&'e str, FoldedFeature<'e>)>,
+    ) {
         let names = FoldedNames {
             error_type: aggregate::error_type(event),
             predicted_class: aggregate::predicted_class(event),
         };
-        let features: Vec<(&str, FoldedFeature<'_>)> = event
-            .features
-            .iter()
-            .map(|(name, value)| (name.as_str(), aggregate::unfolded_feature(value)))
-            .collect();
+        features.clear();
+        features.extend(
+            event
+                .features
+                .iter()
+                .map(|(name, value)| (name.as_str(), aggregate::unfolded_feature(value))),
+        );
+        let features = features.as_slice();
         let segments: Vec<(&str, &str)> = event
             .segments
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
         let (bucket, drift) = self.slot(cell);
-        bucket.observe(event, names, &features, &segments);
+        bucket.observe(event, names, features, &segments);
         if with_drift {
-            observe_drift(drift, event, names.predicted_class, &features);
+            observe_drift(drift, event, names.predicted_class, features);
         }
     }
 
@@ -650,13 +818,13 @@ fn pipeline<S, P, C, W>(
     threads: usize,
     shared: &Mutex<S>,
     progress: &crate::Progress,
-    parse: impl Fn(&RowReader, &Chunk) -> P + Sync,
+    parse: impl Fn(&RowReader, &Chunk) -> Result<P, ReportError> + Sync,
     commit: impl Fn(&mut S, usize, P) -> C + Sync,
     aggregate: impl Fn(&mut W, C) + Sync,
 ) -> Result<Vec<W>, ReportError>
 where
     S: Send,
-    P: Send,
+    P: Default + Send,
     C: Send,
     W: Default + Send,
 {
@@ -664,6 +832,9 @@ where
     let receiver = Mutex::new(receiver);
     let turn = (Mutex::new(0usize), Condvar::new());
     let stop = AtomicBool::new(false);
+    // The first chunk that could not be decoded (a corrupt Parquet page):
+    // the pass stops, and reports it.
+    let failure: Mutex<Option<ReportError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let mut sequence = 0usize;
@@ -671,6 +842,7 @@ where
                 let bar = progress.clone();
                 let outcome = read_chunks(
                     file,
+                    &readers[index],
                     index,
                     move |bytes| bar.advance(bytes),
                     |chunk| {
@@ -695,7 +867,15 @@ where
                     loop {
                         let next = receiver.lock().expect("chunk queue lock").recv();
                         let Ok((sequence, chunk)) = next else { break };
-                        let parsed = parse(&readers[chunk.file], &chunk);
+                        let parsed = if stop.load(Ordering::Relaxed) {
+                            P::default()
+                        } else {
+                            parse(&readers[chunk.file], &chunk).unwrap_or_else(|error| {
+                                failure.lock().expect("failure lock").get_or_insert(error);
+                                stop.store(true, Ordering::Relaxed);
+                                P::default()
+                            })
+                        };
                         let file = chunk.file;
                         drop(chunk);
                         let committed = {
@@ -724,6 +904,9 @@ where
             .collect();
         stop.store(true, Ordering::Relaxed);
         reader.join().expect("the report reader panicked")?;
+        if let Some(error) = failure.lock().expect("failure lock").take() {
+            return Err(error);
+        }
         Ok(states)
     })
 }
@@ -743,8 +926,19 @@ pub fn evaluate(
     settings: &Settings,
     progress: &crate::Progress,
 ) -> Result<Evaluation, ReportError> {
+    // The number of predictions is known for Parquet files: the join map's
+    // table is sized once instead of growing (and rehashing) all along.
+    let known_predictions: u64 = predictions
+        .1
+        .iter()
+        .filter_map(|reader| reader.parquet.as_ref())
+        .map(|layout| layout.rows())
+        .sum();
     let catalog = Mutex::new((
-        Catalog::default(),
+        Catalog {
+            join: JoinMap::with_capacity(known_predictions as usize),
+            ..Catalog::default()
+        },
         vec![FileCounts::default(); predictions.0.len()],
         vec![FileCounts::default(); labels.0.len()],
     ));
@@ -766,9 +960,12 @@ pub fn evaluate(
                 .for_each(|problem| problem.file = file);
             kept
         },
-        |state: &mut CellAggregates, kept: Vec<(u32, PredictionEvent)>| {
-            for (cell, event) in &kept {
-                state.observe(*cell, event, with_drift);
+        |state: &mut CellAggregates, committed: Committed| {
+            let mut features = Vec::new();
+            for ((_, event), cell) in committed.events.iter().zip(&committed.cells) {
+                if *cell != DROPPED {
+                    state.observe(*cell, event, with_drift, &mut features);
+                }
             }
         },
     )?;
@@ -855,7 +1052,7 @@ pub fn reference_summaries(
 ) -> Result<References, ReportError> {
     #[derive(Default)]
     struct Reference {
-        models: HashMap<String, ModelLimits>,
+        models: HashMap<String, Folding>,
         counts: Vec<FileCounts>,
         problems: Vec<RowProblem>,
         problem_count: u64,
@@ -888,7 +1085,7 @@ pub fn reference_summaries(
                     Some(limits) => limits,
                     None => reference.models.entry(event.model.clone()).or_default(),
                 };
-                fold_in_place(limits, event, &settings.limits);
+                limits.fold_in_place(event, &settings.limits);
             }
             events
         },
@@ -924,4 +1121,74 @@ pub fn reference_summaries(
         count.format = file.format.as_str();
     }
     Ok((merged, counts, reference.problems, reference.problem_count))
+}
+
+#[cfg(test)]
+mod tests {
+    use modelwatch_core::event::{FeatureValue, Prediction, PredictionEvent, Status};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn event(version: u8, class: u8, features: &[(u8, Option<u8>)], error: bool) -> PredictionEvent {
+        PredictionEvent {
+            prediction_id: String::new(),
+            model: "m".to_owned(),
+            version: format!("v{version}"),
+            timestamp_ms: 0,
+            latency_seconds: None,
+            status: if error {
+                Status::Error {
+                    error_type: format!("E{class}"),
+                }
+            } else {
+                Status::Ok
+            },
+            prediction: Some(Prediction::Class(format!("c{class}"))),
+            confidence: None,
+            probabilities: Vec::new(),
+            features: features
+                .iter()
+                .map(|(name, category)| {
+                    let value = match category {
+                        Some(category) => FeatureValue::Category(format!("k{category}")),
+                        None => FeatureValue::Number(1.0),
+                    };
+                    (format!("f{name}"), value)
+                })
+                .collect(),
+            segments: Vec::new(),
+        }
+    }
+
+    proptest! {
+        /// Skipping the folding of events whose names are all known gives
+        /// the same events, and the same folded counts, as folding each one.
+        #[test]
+        fn known_names_fold_as_model_limits(
+            events in prop::collection::vec(
+                (0..4u8, 0..4u8, prop::collection::vec((0..4u8, prop::option::of(0..4u8)), 0..4), any::<bool>()),
+                1..60,
+            ),
+        ) {
+            let cardinality = CardinalityLimits {
+                max_versions_per_model: 2,
+                max_classes_per_model: 2,
+                max_error_types_per_model: 1,
+                max_features_per_model: 2,
+                max_categories_per_feature: 2,
+                ..CardinalityLimits::default()
+            };
+            let mut plain = ModelLimits::default();
+            let mut folding = Folding::default();
+            for (version, class, features, error) in &events {
+                let mut expected = event(*version, *class, features, *error);
+                let mut got = expected.clone();
+                fold_in_place(&mut plain, &mut expected, &cardinality);
+                folding.fold_in_place(&mut got, &cardinality);
+                prop_assert_eq!(&got, &expected);
+            }
+            prop_assert_eq!(&folding.limits.folded, &plain.folded);
+        }
+    }
 }

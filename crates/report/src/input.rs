@@ -5,16 +5,20 @@
 //! and `POST /v1/labels` read them. A CSV row is turned into the wire object
 //! it stands for (see the column mapping in the README) and read by the same
 //! parser, so that a CSV file is validated by the same rules, with the same
-//! error codes and messages.
+//! error codes and messages. Parquet files map their columns the same way
+//! ([`Columns`]), and their rows go to `core::wire::typed` as typed values
+//! ([`crate::parquet_input`]).
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use modelwatch_core::event::{LabelEvent, PredictionEvent, TimestampMs};
 use modelwatch_core::wire::{self, ParseLimits, RowError};
 
 use crate::ReportError;
+use crate::parquet_input::{ParquetLayout, RowSlice};
 
 /// How many bytes of whole rows one chunk holds (about): the unit of work of
 /// the parsing threads.
@@ -24,6 +28,7 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 pub enum Format {
     Ndjson,
     Csv,
+    Parquet,
 }
 
 impl Format {
@@ -31,6 +36,7 @@ impl Format {
         match self {
             Format::Ndjson => "ndjson",
             Format::Csv => "csv",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -52,7 +58,7 @@ pub struct InputFile {
 
 impl InputFile {
     /// Picks the format from the extension: `.ndjson`, `.jsonl` or `.csv`,
-    /// each optionally followed by `.gz`.
+    /// each optionally followed by `.gz`, or `.parquet` (compressed inside).
     pub fn detect(path: &Path) -> Result<Self, ReportError> {
         let name = path
             .file_name()
@@ -66,10 +72,13 @@ impl InputFile {
             Format::Ndjson
         } else if stem.ends_with(".csv") {
             Format::Csv
+        } else if stem.ends_with(".parquet") && !gzip {
+            Format::Parquet
         } else {
             return Err(ReportError::Input {
                 path: path.to_owned(),
-                message: "unknown format: the name must end in .ndjson, .jsonl or .csv (optionally .gz)"
+                message: "unknown format: the name must end in .ndjson, .jsonl or .csv (optionally .gz), \
+                          or .parquet"
                     .to_owned(),
             });
         };
@@ -132,9 +141,13 @@ impl Read for CountingReader {
 pub struct Chunk {
     /// Index of the file among the inputs of its pass.
     pub file: usize,
-    /// Line number (1-based) of the first byte of `bytes`.
+    /// Line number (1-based) of the first byte of `bytes`; for Parquet, the
+    /// row number (1-based, in the file) of the first row.
     pub first_line: u64,
+    /// The rows of a CSV or NDJSON file.
     pub bytes: Vec<u8>,
+    /// The rows of a Parquet file: a slice of one row group.
+    pub rows: Option<RowSlice>,
 }
 
 /// Reads `file` in chunks that end at a row boundary and hands each to
@@ -143,11 +156,15 @@ pub struct Chunk {
 /// row). Returns the CSV header line (without its newline), if any.
 pub fn read_chunks(
     file: &InputFile,
+    row_reader: &RowReader,
     index: usize,
     on_read: impl FnMut(u64) + Send + 'static,
     mut emit: impl FnMut(Chunk) -> bool,
     mut on_header: impl FnMut(&[u8]) -> Result<(), ReportError>,
 ) -> Result<(), ReportError> {
+    if let Some(layout) = &row_reader.parquet {
+        return crate::parquet_input::read_row_groups(file, layout, index, on_read, emit);
+    }
     let mut reader = file.open(on_read)?;
     let csv = file.format == Format::Csv;
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + (64 << 10));
@@ -199,6 +216,7 @@ pub fn read_chunks(
             file: index,
             first_line: line,
             bytes: body,
+            rows: None,
         };
         line += lines_in_body;
         if !emit(chunk) {
@@ -263,7 +281,7 @@ pub struct RowProblem {
 }
 
 impl RowProblem {
-    fn from_wire(file: usize, line: u64, error: RowError, columns: Option<&CsvColumns>) -> Self {
+    pub(crate) fn from_wire(file: usize, line: u64, error: RowError, columns: Option<&Columns>) -> Self {
         let field = match (error.field, columns) {
             (Some(field), Some(columns)) => Some(columns.column_of(&field)),
             (field, _) => field,
@@ -278,17 +296,17 @@ impl RowProblem {
     }
 }
 
-/// How the columns of a CSV file map onto the wire fields.
+/// How the columns of a CSV or Parquet file map onto the wire fields.
 #[derive(Debug, Clone, Default)]
-pub struct CsvColumns {
-    names: Vec<String>,
-    roles: Vec<Role>,
+pub struct Columns {
+    pub(crate) names: Vec<String>,
+    pub(crate) roles: Vec<Role>,
     /// A predictions file (which takes `--model`), not a labels file.
     predictions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Role {
+pub(crate) enum Role {
     /// A top-level string field of the wire object (`prediction_id`, `model`, ...).
     Text(&'static str),
     /// A top-level number field (`latency_seconds`, `confidence`).
@@ -310,7 +328,7 @@ enum Role {
 const PREDICTION_TEXT: [&str; 5] = ["prediction_id", "model", "version", "status", "error_type"];
 const PREDICTION_NUMBERS: [&str; 2] = ["latency_seconds", "confidence"];
 
-impl CsvColumns {
+impl Columns {
     /// Reads the header of a predictions or labels file. Prediction files
     /// take every column they do not name otherwise as a feature; label
     /// files refuse unknown columns.
@@ -327,12 +345,29 @@ impl CsvColumns {
         if !read {
             return Err(header_error("the CSV file has no header line".to_owned()));
         }
-        let mut columns = CsvColumns {
-            predictions: kind == Kind::Predictions,
-            ..CsvColumns::default()
+        let names = record
+            .iter()
+            .map(|name| name.trim().trim_start_matches('\u{feff}'));
+        Self::from_names(names, kind, path, "CSV header")
+    }
+
+    /// Maps column names onto wire fields (`source` names where they come
+    /// from, for messages: `CSV header`, `Parquet schema`).
+    pub fn from_names<'n>(
+        names: impl IntoIterator<Item = &'n str>,
+        kind: Kind,
+        path: &Path,
+        source: &str,
+    ) -> Result<Self, ReportError> {
+        let header_error = |message: String| ReportError::Input {
+            path: path.to_owned(),
+            message,
         };
-        for name in record.iter() {
-            let name = name.trim().trim_start_matches('\u{feff}');
+        let mut columns = Columns {
+            predictions: kind == Kind::Predictions,
+            ..Columns::default()
+        };
+        for name in names {
             let role = match kind {
                 Kind::Predictions => {
                     if let Some(field) = PREDICTION_TEXT.iter().find(|field| **field == name) {
@@ -376,12 +411,10 @@ impl CsvColumns {
         }
         let has = |wanted: &Role| columns.roles.iter().any(|role| role == wanted);
         if !has(&Role::Text("prediction_id")) {
-            return Err(header_error(
-                "the CSV header has no prediction_id column".to_owned(),
-            ));
+            return Err(header_error(format!("the {source} has no prediction_id column")));
         }
         if kind == Kind::Labels && !has(&Role::Actual) {
-            return Err(header_error("the CSV header has no actual column".to_owned()));
+            return Err(header_error(format!("the {source} has no actual column")));
         }
         if has(&Role::PredictedClass) && has(&Role::PredictedValue) {
             return Err(header_error(
@@ -391,12 +424,23 @@ impl CsvColumns {
         Ok(columns)
     }
 
+    /// The name a column gives its entry in a wire object: the class of
+    /// `probability.CLASS`, the key of `segment.KEY`, the feature's name.
+    pub(crate) fn entry_name(&self, column: usize) -> &str {
+        match &self.roles[column] {
+            Role::Probability(name) | Role::Segment(name) | Role::Business(name) | Role::Feature(name) => {
+                name
+            }
+            _ => &self.names[column],
+        }
+    }
+
     pub fn has_model(&self) -> bool {
         self.roles.contains(&Role::Text("model"))
     }
 
-    /// The CSV column a wire field path came from.
-    fn column_of(&self, field: &str) -> String {
+    /// The column a wire field path came from.
+    pub(crate) fn column_of(&self, field: &str) -> String {
         if let Some(name) = field.strip_prefix("features.") {
             name.to_owned()
         } else if let Some(class) = field.strip_prefix("probabilities.") {
@@ -611,7 +655,9 @@ impl<E> Default for Parsed<E> {
 pub struct RowReader {
     pub file: usize,
     pub format: Format,
-    pub columns: Option<CsvColumns>,
+    pub columns: Option<Columns>,
+    /// The schema of a Parquet file, read once.
+    pub parquet: Option<Arc<ParquetLayout>>,
     pub default_model: Option<String>,
     pub limits: ParseLimits,
     /// The time of receipt: a row without `timestamp` gets it, as the server
@@ -647,6 +693,7 @@ impl RowReader {
                     }
                 }
             }
+            Format::Parquet => unreachable!("Parquet rows are typed, not text"),
             Format::Csv => {
                 let columns = self.columns.as_ref().expect("a CSV file has columns");
                 let mut reader = csv::ReaderBuilder::new()
@@ -704,12 +751,20 @@ impl RowReader {
         parsed
     }
 
-    pub fn parse_predictions(&self, chunk: &Chunk) -> Parsed<PredictionEvent> {
-        self.parse(chunk, wire::parse_prediction)
+    /// The events of a chunk of a predictions file. Only an unreadable
+    /// Parquet page fails the whole chunk.
+    pub fn parse_predictions(&self, chunk: &Chunk) -> Result<Parsed<PredictionEvent>, ReportError> {
+        match &self.parquet {
+            Some(layout) => crate::parquet_input::parse_predictions(self, layout, chunk),
+            None => Ok(self.parse(chunk, wire::parse_prediction)),
+        }
     }
 
-    pub fn parse_labels(&self, chunk: &Chunk) -> Parsed<LabelEvent> {
-        self.parse(chunk, wire::parse_label)
+    pub fn parse_labels(&self, chunk: &Chunk) -> Result<Parsed<LabelEvent>, ReportError> {
+        match &self.parquet {
+            Some(layout) => crate::parquet_input::parse_labels(self, layout, chunk),
+            None => Ok(self.parse(chunk, wire::parse_label)),
+        }
     }
 }
 
@@ -721,10 +776,21 @@ mod tests {
         RowReader {
             file: 0,
             format: Format::Csv,
-            columns: Some(CsvColumns::from_header(header.as_bytes(), kind, Path::new("t.csv")).unwrap()),
+            columns: Some(Columns::from_header(header.as_bytes(), kind, Path::new("t.csv")).unwrap()),
+            parquet: None,
             default_model: Some("m".to_owned()),
             limits: ParseLimits::default(),
             now_ms: 2_000_000_000_000,
+        }
+    }
+
+    impl RowReader {
+        fn parse_predictions_ok(&self, chunk: &Chunk) -> Parsed<PredictionEvent> {
+            self.parse_predictions(chunk).unwrap()
+        }
+
+        fn parse_labels_ok(&self, chunk: &Chunk) -> Parsed<LabelEvent> {
+            self.parse_labels(chunk).unwrap()
         }
     }
 
@@ -733,6 +799,7 @@ mod tests {
             file: 0,
             first_line: 2,
             bytes: text.as_bytes().to_vec(),
+            rows: None,
         }
     }
 
@@ -742,7 +809,7 @@ mod tests {
             "prediction_id,timestamp,latency_seconds,prediction,probability.a,probability.b,segment.region,amount,country,flag",
             Kind::Predictions,
         );
-        let parsed = reader.parse_predictions(&chunk(
+        let parsed = reader.parse_predictions_ok(&chunk(
             "p1,2026-11-01T00:00:00Z,0.5,a,0.75,0.25,eu,12.5,DE,true\np2,1793491200,,b,,,,,,\n",
         ));
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
@@ -759,7 +826,7 @@ mod tests {
     #[test]
     fn a_bad_cell_names_its_column_and_line() {
         let reader = reader("prediction_id,latency_seconds,amount", Kind::Predictions);
-        let parsed = reader.parse_predictions(&chunk("p1,0.1,3\np2,-1,3\np3,0.1,\"x\ny\"\np4,abc,1\n"));
+        let parsed = reader.parse_predictions_ok(&chunk("p1,0.1,3\np2,-1,3\np3,0.1,\"x\ny\"\np4,abc,1\n"));
         assert_eq!(parsed.events.len(), 2, "{:?}", parsed.problems);
         assert_eq!(parsed.problems.len(), 2);
         assert_eq!(parsed.problems[0].line, 3);
@@ -784,10 +851,10 @@ mod tests {
 
     #[test]
     fn label_files_refuse_unknown_columns() {
-        let error = CsvColumns::from_header(b"prediction_id,actual,colour", Kind::Labels, Path::new("l.csv"));
+        let error = Columns::from_header(b"prediction_id,actual,colour", Kind::Labels, Path::new("l.csv"));
         assert!(error.is_err());
         let reader = reader("prediction_id,actual,business.revenue", Kind::Labels);
-        let parsed = reader.parse_labels(&chunk("p1,1,2.5\n"));
+        let parsed = reader.parse_labels_ok(&chunk("p1,1,2.5\n"));
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
         assert_eq!(parsed.events[0].1.business, vec![("revenue".to_owned(), 2.5)]);
     }

@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod input;
+pub mod parquet_input;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ use modelwatch_core::wire::ParseLimits;
 use serde::Serialize;
 
 use crate::engine::{FileCounts, LabelCounts, Settings};
-use crate::input::{CsvColumns, Format, InputFile, Kind, RowProblem, RowReader, read_csv_header};
+use crate::input::{Columns, Format, InputFile, Kind, RowProblem, RowReader, read_csv_header};
+use crate::parquet_input::ParquetLayout;
 
 /// Windows per model at most: a longer `--window` is needed past it.
 pub const MAX_WINDOWS: i64 = 100_000;
@@ -217,24 +219,33 @@ fn readers(
         .iter()
         .enumerate()
         .map(|(index, file)| {
-            let columns = match file.format {
+            let no_model = |what: &str| ReportError::Input {
+                path: file.path.clone(),
+                message: format!("the {what} file has no model column: name the model with --model"),
+            };
+            let needs_model = kind == Kind::Predictions && options.default_model.is_none();
+            let (columns, parquet) = match file.format {
                 Format::Csv => {
-                    let columns = CsvColumns::from_header(&read_csv_header(file)?, kind, &file.path)?;
-                    if kind == Kind::Predictions && !columns.has_model() && options.default_model.is_none() {
-                        return Err(ReportError::Input {
-                            path: file.path.clone(),
-                            message: "the CSV file has no model column: name the model with --model"
-                                .to_owned(),
-                        });
+                    let columns = Columns::from_header(&read_csv_header(file)?, kind, &file.path)?;
+                    if needs_model && !columns.has_model() {
+                        return Err(no_model("CSV"));
                     }
-                    Some(columns)
+                    (Some(columns), None)
                 }
-                Format::Ndjson => None,
+                Format::Parquet => {
+                    let layout = ParquetLayout::open(file, kind)?;
+                    if needs_model && !layout.has_model() {
+                        return Err(no_model("Parquet"));
+                    }
+                    (None, Some(std::sync::Arc::new(layout)))
+                }
+                Format::Ndjson => (None, None),
             };
             Ok(RowReader {
                 file: offset + index,
                 format: file.format,
                 columns,
+                parquet,
                 default_model: options.default_model.clone(),
                 limits: options.parse_limits.clone(),
                 now_ms: options.now_ms,

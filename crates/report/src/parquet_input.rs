@@ -1,0 +1,1131 @@
+//! Parquet input: the schema mapped onto wire fields (the CSV column mapping,
+//! [`Columns`]), row groups read whole and cut into slices of rows that the
+//! workers decode in parallel, and each row handed to `core::wire::typed` as
+//! typed values: no text, no JSON, the wire's own rules and errors.
+//!
+//! It uses the `parquet` crate's low-level column API (no Arrow): each column
+//! chunk of a slice is decoded into a row-aligned vector of the kind its role
+//! wants (numbers, booleans, or text in one arena), once per column, and rows
+//! then borrow from those vectors.
+
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use modelwatch_core::event::{LabelEvent, PredictionEvent};
+use modelwatch_core::wire::typed::{self, TypedRow, Value};
+use modelwatch_core::wire::{LabelField, PredictionField, RowError};
+use parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as PhysicalType};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::{ByteArray, DataType, FixedLenByteArray, Int96};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length, RowGroupReader};
+use parquet::file::serialized_reader::SerializedRowGroupReader;
+
+use crate::ReportError;
+use crate::input::{Chunk, Columns, InputFile, Kind, Parsed, Role, RowProblem, RowReader};
+
+/// Rows per slice: the unit of work of the decoding threads. Small enough
+/// that the events of a slice waiting for their turn stay about 100 MB, large
+/// enough that the pages a slice shares with its neighbours (and decompresses
+/// again) are a small part of it: pyarrow's 1 MB pages hold 131,072 doubles.
+/// Over 10M rows, 16Ki-row slices took 25 s, 64Ki 20.6 s, 128Ki 19.3 s and
+/// 256Ki 20.7 s (and 1.45 GB).
+pub const SLICE_ROWS: usize = 1 << 17;
+
+/// What the report needs of a Parquet file: its footer and how each column
+/// is read.
+pub struct ParquetLayout {
+    path: PathBuf,
+    metadata: Arc<ParquetMetaData>,
+    columns: Columns,
+    plans: Vec<ColumnPlan>,
+    /// Rows before each row group (row numbers are counted in the file).
+    first_rows: Vec<u64>,
+    /// Rows per slice ([`SLICE_ROWS`]; the tests cut finer).
+    slice_rows: usize,
+    /// Which columns fill which part of a row's wire object, in column order.
+    groups: Groups,
+}
+
+/// Column indices by the part of the wire object they fill.
+#[derive(Debug, Default)]
+struct Groups {
+    prediction_scalars: Vec<(usize, PredictionField)>,
+    label_scalars: Vec<(usize, LabelField)>,
+    probabilities: Vec<usize>,
+    segments: Vec<usize>,
+    features: Vec<usize>,
+    business: Vec<usize>,
+}
+
+impl Groups {
+    fn of(roles: &[Role]) -> Self {
+        let mut groups = Groups::default();
+        for (index, role) in roles.iter().enumerate() {
+            if let Some(field) = prediction_field(role) {
+                groups.prediction_scalars.push((index, field));
+            }
+            if let Some(field) = label_field(role) {
+                groups.label_scalars.push((index, field));
+            }
+            match role {
+                Role::Probability(_) => groups.probabilities.push(index),
+                Role::Segment(_) => groups.segments.push(index),
+                Role::Feature(_) => groups.features.push(index),
+                Role::Business(_) => groups.business.push(index),
+                _ => {}
+            }
+        }
+        groups
+    }
+}
+
+impl fmt::Debug for ParquetLayout {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ParquetLayout")
+            .field("columns", &self.columns)
+            .field("row_groups", &self.first_rows.len())
+            .finish()
+    }
+}
+
+/// How one leaf column is decoded.
+#[derive(Debug, Clone, Copy)]
+struct ColumnPlan {
+    /// Whether the role reads text (ids, names, classes): numbers and booleans
+    /// are then written as text, as a CSV cell would read.
+    as_text: bool,
+    decode: Decode,
+}
+
+/// The physical type with what its logical type says about the value.
+#[derive(Debug, Clone, Copy)]
+enum Decode {
+    Bool,
+    Int32 {
+        unsigned: bool,
+        scale: Option<i32>,
+        days: bool,
+    },
+    Int64 {
+        unsigned: bool,
+        scale: Option<i32>,
+        per_second: Option<f64>,
+    },
+    Int96,
+    Float,
+    Double,
+    Bytes {
+        scale: Option<i32>,
+    },
+    Fixed {
+        scale: Option<i32>,
+        uuid: bool,
+    },
+}
+
+impl ParquetLayout {
+    /// Reads the footer of `file` and maps its columns for a `kind` file.
+    pub fn open(file: &InputFile, kind: Kind) -> Result<Self, ReportError> {
+        let input_error = |message: String| ReportError::Input {
+            path: file.path.clone(),
+            message,
+        };
+        let handle = File::open(&file.path).map_err(|error| file.io_error(&error))?;
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&handle)
+            .map_err(|error| input_error(format!("unreadable Parquet file: {error}")))?;
+        let schema = metadata.file_metadata().schema_descr();
+        let mut names = Vec::with_capacity(schema.num_columns());
+        let mut plans = Vec::with_capacity(schema.num_columns());
+        let mut roles_names = Vec::with_capacity(schema.num_columns());
+        for column in schema.columns() {
+            let name = column.path().string();
+            if column.path().parts().len() > 1 || column.max_rep_level() > 0 {
+                return Err(input_error(format!(
+                    "the column {name:?} is nested or repeated: only flat columns are read"
+                )));
+            }
+            roles_names.push(name.clone());
+            names.push((name, column.clone()));
+        }
+        let columns = Columns::from_names(
+            roles_names.iter().map(String::as_str),
+            kind,
+            &file.path,
+            "Parquet schema",
+        )?;
+        for ((name, column), role) in names.iter().zip(&columns.roles) {
+            let as_text = matches!(
+                role,
+                Role::Text(_) | Role::PredictedClass | Role::Actual | Role::Segment(_)
+            );
+            let decode = decode_of(column).ok_or_else(|| {
+                input_error(format!(
+                    "the column {name:?} has a type that is not read ({}{})",
+                    column.physical_type(),
+                    column
+                        .logical_type_ref()
+                        .map(|logical| format!(", {logical:?}"))
+                        .unwrap_or_default()
+                ))
+            })?;
+            plans.push(ColumnPlan { as_text, decode });
+        }
+        let mut first_rows = Vec::with_capacity(metadata.num_row_groups());
+        let mut rows = 0u64;
+        for row_group in metadata.row_groups() {
+            first_rows.push(rows);
+            rows += row_group.num_rows().max(0) as u64;
+        }
+        Ok(Self {
+            groups: Groups::of(&columns.roles),
+            path: file.path.clone(),
+            metadata: Arc::new(metadata),
+            columns,
+            plans,
+            first_rows,
+            slice_rows: SLICE_ROWS,
+        })
+    }
+
+    pub fn has_model(&self) -> bool {
+        self.columns.has_model()
+    }
+
+    /// Rows in the file, as its footer says.
+    pub fn rows(&self) -> u64 {
+        self.first_rows.last().map_or(0, |first| {
+            first
+                + self
+                    .metadata
+                    .row_groups()
+                    .last()
+                    .map_or(0, |group| group.num_rows().max(0) as u64)
+        })
+    }
+}
+
+fn decode_of(column: &parquet::schema::types::ColumnDescriptor) -> Option<Decode> {
+    let logical = column.logical_type_ref();
+    let converted = column.converted_type();
+    let scale = match (logical, converted) {
+        (Some(LogicalType::Decimal(decimal)), _) => Some(decimal.scale),
+        (None, ConvertedType::DECIMAL) => Some(column.type_scale()),
+        _ => None,
+    };
+    let unsigned = matches!(logical, Some(LogicalType::Integer(int)) if !int.is_signed)
+        || matches!(
+            converted,
+            ConvertedType::UINT_8 | ConvertedType::UINT_16 | ConvertedType::UINT_32 | ConvertedType::UINT_64
+        );
+    let unit_per_second = |unit: &TimeUnit| match unit {
+        TimeUnit::MILLIS => 1e3,
+        TimeUnit::MICROS => 1e6,
+        TimeUnit::NANOS => 1e9,
+    };
+    Some(match column.physical_type() {
+        PhysicalType::BOOLEAN => Decode::Bool,
+        PhysicalType::INT32 => Decode::Int32 {
+            unsigned,
+            scale,
+            days: matches!(logical, Some(LogicalType::Date)) || converted == ConvertedType::DATE,
+        },
+        PhysicalType::INT64 => Decode::Int64 {
+            unsigned,
+            scale,
+            per_second: match (logical, converted) {
+                (Some(LogicalType::Timestamp(timestamp)), _) => Some(unit_per_second(&timestamp.unit)),
+                (Some(LogicalType::Time(time)), _) => Some(unit_per_second(&time.unit)),
+                (None, ConvertedType::TIMESTAMP_MILLIS | ConvertedType::TIME_MILLIS) => Some(1e3),
+                (None, ConvertedType::TIMESTAMP_MICROS | ConvertedType::TIME_MICROS) => Some(1e6),
+                _ => None,
+            },
+        },
+        PhysicalType::INT96 => Decode::Int96,
+        PhysicalType::FLOAT => Decode::Float,
+        PhysicalType::DOUBLE => Decode::Double,
+        PhysicalType::BYTE_ARRAY => Decode::Bytes { scale },
+        PhysicalType::FIXED_LEN_BYTE_ARRAY => {
+            if matches!(logical, Some(LogicalType::Float16)) {
+                return None;
+            }
+            Decode::Fixed {
+                scale,
+                uuid: matches!(logical, Some(LogicalType::Uuid)),
+            }
+        }
+    })
+}
+
+/// The bytes of one row group, shared by the slices cut from it.
+pub struct RowGroupData {
+    row_group: usize,
+    /// File offset of `bytes[0]`.
+    start: u64,
+    bytes: Bytes,
+}
+
+impl fmt::Debug for RowGroupData {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("RowGroupData")
+            .field("row_group", &self.row_group)
+            .field("start", &self.start)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Rows `first_row..first_row + rows` of a row group.
+#[derive(Debug, Clone)]
+pub struct RowSlice {
+    data: Arc<RowGroupData>,
+    first_row: usize,
+    rows: usize,
+}
+
+/// The column chunks of a row group, in memory, at their file offsets.
+#[derive(Clone)]
+struct InMemory(Arc<RowGroupData>);
+
+impl InMemory {
+    fn slice(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let data = &self.0;
+        let offset = start
+            .checked_sub(data.start)
+            .map(|offset| offset as usize)
+            .filter(|offset| offset.saturating_add(length) <= data.bytes.len())
+            .ok_or_else(|| {
+                ParquetError::General(format!(
+                    "a page at {start} (+{length}) lies outside its column chunk"
+                ))
+            })?;
+        Ok(data.bytes.slice(offset..offset + length))
+    }
+}
+
+impl Length for InMemory {
+    fn len(&self) -> u64 {
+        self.0.start + self.0.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for InMemory {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let end = self.len();
+        let length = end.saturating_sub(start) as usize;
+        Ok(self.slice(start, length)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, length)
+    }
+}
+
+/// Reads each row group of `file` whole (one read: the progress bar advances
+/// by row group) and hands it on in slices of [`SLICE_ROWS`] rows.
+pub fn read_row_groups(
+    file: &InputFile,
+    layout: &ParquetLayout,
+    index: usize,
+    mut on_read: impl FnMut(u64) + Send + 'static,
+    mut emit: impl FnMut(Chunk) -> bool,
+) -> Result<(), ReportError> {
+    let handle = File::open(&file.path).map_err(|error| file.io_error(&error))?;
+    for (row_group, metadata) in layout.metadata.row_groups().iter().enumerate() {
+        let rows = metadata.num_rows().max(0) as usize;
+        if rows == 0 {
+            continue;
+        }
+        let (start, end) = metadata
+            .columns()
+            .iter()
+            .map(|column| {
+                let (start, length) = column.byte_range();
+                (start, start + length)
+            })
+            .fold((u64::MAX, 0), |(low, high), (start, end)| {
+                (low.min(start), high.max(end))
+            });
+        let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
+        handle
+            .read_exact_at(&mut bytes, start)
+            .map_err(|error| file.io_error(&error))?;
+        on_read(bytes.len() as u64);
+        let data = Arc::new(RowGroupData {
+            row_group,
+            start,
+            bytes: Bytes::from(bytes),
+        });
+        for first_row in (0..rows).step_by(layout.slice_rows) {
+            let chunk = Chunk {
+                file: index,
+                first_line: layout.first_rows[row_group] + first_row as u64 + 1,
+                bytes: Vec::new(),
+                rows: Some(RowSlice {
+                    data: Arc::clone(&data),
+                    first_row,
+                    rows: layout.slice_rows.min(rows - first_row),
+                }),
+            };
+            if !emit(chunk) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The values of one column over a slice, one per row.
+#[derive(Debug, Default)]
+struct ColumnCells {
+    kind: CellKind,
+    numbers: Vec<f64>,
+    flags: Vec<bool>,
+    text: String,
+    /// End of each row's text in `text`.
+    text_ends: Vec<u32>,
+    /// Per row, whether it has a value; empty when every row has one.
+    present: Vec<bool>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum CellKind {
+    #[default]
+    Numbers,
+    Flags,
+    Text,
+}
+
+impl ColumnCells {
+    fn value(&self, row: usize) -> Value<'_> {
+        if !self.present.is_empty() && !self.present[row] {
+            return Value::Null;
+        }
+        match self.kind {
+            CellKind::Numbers => Value::Number(self.numbers[row]),
+            CellKind::Flags => Value::Bool(self.flags[row]),
+            CellKind::Text => {
+                let start = if row == 0 {
+                    0
+                } else {
+                    self.text_ends[row - 1] as usize
+                };
+                Value::Text(&self.text[start..self.text_ends[row] as usize])
+            }
+        }
+    }
+
+    fn clear(&mut self, kind: CellKind) {
+        self.kind = kind;
+        self.numbers.clear();
+        self.flags.clear();
+        self.text.clear();
+        self.text_ends.clear();
+        self.present.clear();
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.text_ends.push(self.text.len() as u32);
+    }
+
+    fn push_bytes_as_text(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.push_text(text),
+            // Invalid UTF-8 is replaced (U+FFFD), as a CSV cell is read.
+            Err(_) => self.push_text(&String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn push_number(&mut self, number: f64, as_text: bool) {
+        if as_text {
+            self.push_text(&format_number(number));
+        } else {
+            self.numbers.push(number);
+        }
+    }
+
+    fn push_integer(&mut self, integer: i128, scale: Option<i32>, as_text: bool) {
+        match (scale, as_text) {
+            (None, true) => {
+                let mut buffer = itoa::Buffer::new();
+                self.push_text(buffer.format(integer));
+            }
+            (None, false) => self.numbers.push(integer as f64),
+            (Some(scale), _) => self.push_number(integer as f64 / 10f64.powi(scale), as_text),
+        }
+    }
+
+    fn push_flag(&mut self, flag: bool, as_text: bool) {
+        if as_text {
+            self.push_text(if flag { "true" } else { "false" });
+        } else {
+            self.flags.push(flag);
+        }
+    }
+
+    /// Spreads the `values` non-null values over the rows whose definition
+    /// level says they have one, so that every vector has one entry per row.
+    fn spread(&mut self, levels: &[i16], max_level: i16) {
+        if levels.iter().all(|level| *level == max_level) {
+            return;
+        }
+        self.present.clear();
+        self.present
+            .extend(levels.iter().map(|level| *level == max_level));
+        let rows = levels.len();
+        match self.kind {
+            CellKind::Numbers => spread_values(&mut self.numbers, &self.present, rows, 0.0),
+            CellKind::Flags => spread_values(&mut self.flags, &self.present, rows, false),
+            CellKind::Text => {
+                let mut ends = Vec::with_capacity(rows);
+                let mut values = self.text_ends.iter();
+                let mut last = 0;
+                for present in &self.present {
+                    if *present {
+                        last = *values.next().expect("one value per present row");
+                    }
+                    ends.push(last);
+                }
+                self.text_ends = ends;
+            }
+        }
+    }
+}
+
+fn spread_values<T: Copy>(values: &mut Vec<T>, present: &[bool], rows: usize, filler: T) {
+    let mut spread = Vec::with_capacity(rows);
+    let mut packed = values.iter();
+    for present in present {
+        spread.push(if *present {
+            *packed.next().expect("one value per present row")
+        } else {
+            filler
+        });
+    }
+    *values = spread;
+}
+
+/// Integers without a fraction (`1`, not `1.0`), other numbers in their
+/// shortest form: how a float column reads as a class, like `Actual::class`.
+fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// Reusable decoding buffers.
+#[derive(Default)]
+struct Scratch {
+    levels: Vec<i16>,
+    bools: Vec<bool>,
+    ints32: Vec<i32>,
+    ints64: Vec<i64>,
+    ints96: Vec<Int96>,
+    floats: Vec<f32>,
+    doubles: Vec<f64>,
+    bytes: Vec<ByteArray>,
+    fixed: Vec<FixedLenByteArray>,
+}
+
+/// Decoding buffers kept by each thread from slice to slice: reusing them
+/// spares the allocator (and the kernel, which zeroes every fresh page) tens
+/// of MB per slice.
+#[derive(Default)]
+struct Buffers {
+    scratch: Scratch,
+    cells: Vec<ColumnCells>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+}
+
+/// Decodes every column of `slice` into one `ColumnCells` per column
+/// (`cells`, reused).
+fn decode_slice(
+    layout: &ParquetLayout,
+    slice: &RowSlice,
+    path: &Path,
+    buffers: &mut Buffers,
+) -> Result<(), ReportError> {
+    let unreadable = |error: ParquetError| ReportError::Input {
+        path: path.to_owned(),
+        message: format!("unreadable Parquet data: {error}"),
+    };
+    let row_group_metadata = layout.metadata.row_group(slice.data.row_group);
+    let reader = SerializedRowGroupReader::new(
+        Arc::new(InMemory(Arc::clone(&slice.data))),
+        row_group_metadata,
+        None,
+        Arc::new(parquet::file::properties::ReaderProperties::builder().build()),
+    )
+    .map_err(unreadable)?;
+    let schema = layout.metadata.file_metadata().schema_descr();
+    let Buffers { scratch, cells } = buffers;
+    cells.resize_with(layout.plans.len(), ColumnCells::default);
+    for (index, (plan, column)) in layout.plans.iter().zip(cells.iter_mut()).enumerate() {
+        let max_level = schema.column(index).max_def_level();
+        let column_reader = reader.get_column_reader(index).map_err(unreadable)?;
+        decode_column(column_reader, plan, slice, max_level, scratch, column).map_err(unreadable)?;
+        if max_level > 0 {
+            column.spread(&scratch.levels, max_level);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the slice's rows of one column (skipping the rows before it) into
+/// `values`, and their definition levels into `levels` when the column is
+/// nullable.
+fn read_rows<T: DataType>(
+    mut reader: ColumnReaderImpl<T>,
+    slice: &RowSlice,
+    nullable: bool,
+    levels: &mut Vec<i16>,
+    values: &mut Vec<T::T>,
+) -> parquet::errors::Result<()> {
+    levels.clear();
+    values.clear();
+    if slice.first_row > 0 {
+        let skipped = reader.skip_records(slice.first_row)?;
+        if skipped != slice.first_row {
+            return Err(ParquetError::General(
+                "a column chunk has fewer rows than its row group".to_owned(),
+            ));
+        }
+    }
+    let mut read = 0;
+    while read < slice.rows {
+        let (records, _, _) =
+            reader.read_records(slice.rows - read, nullable.then_some(&mut *levels), None, values)?;
+        if records == 0 {
+            return Err(ParquetError::General(
+                "a column chunk has fewer rows than its row group".to_owned(),
+            ));
+        }
+        read += records;
+    }
+    Ok(())
+}
+
+fn decode_column(
+    reader: ColumnReader,
+    plan: &ColumnPlan,
+    slice: &RowSlice,
+    max_level: i16,
+    scratch: &mut Scratch,
+    cells: &mut ColumnCells,
+) -> parquet::errors::Result<()> {
+    let nullable = max_level > 0;
+    let as_text = plan.as_text;
+    let numbers_or_text = if as_text {
+        CellKind::Text
+    } else {
+        CellKind::Numbers
+    };
+    let levels = &mut scratch.levels;
+    match (reader, plan.decode) {
+        (ColumnReader::BoolColumnReader(reader), _) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.bools)?;
+            cells.clear(if as_text { CellKind::Text } else { CellKind::Flags });
+            for flag in &scratch.bools {
+                cells.push_flag(*flag, as_text);
+            }
+        }
+        (
+            ColumnReader::Int32ColumnReader(reader),
+            Decode::Int32 {
+                unsigned,
+                scale,
+                days,
+            },
+        ) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.ints32)?;
+            cells.clear(numbers_or_text);
+            for value in &scratch.ints32 {
+                let integer = if unsigned {
+                    i128::from(*value as u32)
+                } else {
+                    i128::from(*value)
+                };
+                if days {
+                    cells.push_number(integer as f64 * 86_400.0, as_text);
+                } else {
+                    cells.push_integer(integer, scale, as_text);
+                }
+            }
+        }
+        (
+            ColumnReader::Int64ColumnReader(reader),
+            Decode::Int64 {
+                unsigned,
+                scale,
+                per_second,
+            },
+        ) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.ints64)?;
+            cells.clear(numbers_or_text);
+            for value in &scratch.ints64 {
+                match per_second {
+                    // Unix seconds: what a number reads as in `timestamp`.
+                    Some(per_second) => cells.push_number(*value as f64 / per_second, as_text),
+                    None => {
+                        let integer = if unsigned {
+                            i128::from(*value as u64)
+                        } else {
+                            i128::from(*value)
+                        };
+                        cells.push_integer(integer, scale, as_text);
+                    }
+                }
+            }
+        }
+        (ColumnReader::Int96ColumnReader(reader), _) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.ints96)?;
+            cells.clear(numbers_or_text);
+            for value in &scratch.ints96 {
+                cells.push_number(value.to_nanos() as f64 / 1e9, as_text);
+            }
+        }
+        (ColumnReader::FloatColumnReader(reader), _) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.floats)?;
+            cells.clear(numbers_or_text);
+            for value in &scratch.floats {
+                cells.push_number(f64::from(*value), as_text);
+            }
+        }
+        (ColumnReader::DoubleColumnReader(reader), _) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.doubles)?;
+            cells.clear(numbers_or_text);
+            if as_text {
+                for value in &scratch.doubles {
+                    cells.push_number(*value, true);
+                }
+            } else {
+                cells.numbers.extend_from_slice(&scratch.doubles);
+            }
+        }
+        (ColumnReader::ByteArrayColumnReader(reader), Decode::Bytes { scale }) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.bytes)?;
+            match scale {
+                Some(scale) => {
+                    cells.clear(numbers_or_text);
+                    for value in &scratch.bytes {
+                        cells.push_integer(big_endian_integer(value.data()), Some(scale), as_text);
+                    }
+                }
+                None => {
+                    cells.clear(CellKind::Text);
+                    for value in &scratch.bytes {
+                        cells.push_bytes_as_text(value.data());
+                    }
+                }
+            }
+        }
+        (ColumnReader::FixedLenByteArrayColumnReader(reader), Decode::Fixed { scale, uuid }) => {
+            read_rows(reader, slice, nullable, levels, &mut scratch.fixed)?;
+            match (scale, uuid) {
+                (Some(scale), _) => {
+                    cells.clear(numbers_or_text);
+                    for value in &scratch.fixed {
+                        cells.push_integer(big_endian_integer(value.data()), Some(scale), as_text);
+                    }
+                }
+                (None, true) => {
+                    cells.clear(CellKind::Text);
+                    for value in &scratch.fixed {
+                        cells.push_text(&format_uuid(value.data()));
+                    }
+                }
+                (None, false) => {
+                    cells.clear(CellKind::Text);
+                    for value in &scratch.fixed {
+                        cells.push_bytes_as_text(value.data());
+                    }
+                }
+            }
+        }
+        (_, decode) => {
+            return Err(ParquetError::General(format!(
+                "a column's reader does not match its type ({decode:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A two's complement big-endian integer (decimals), at most 16 bytes.
+fn big_endian_integer(bytes: &[u8]) -> i128 {
+    let bytes = &bytes[bytes.len().saturating_sub(16)..];
+    let negative = bytes.first().is_some_and(|byte| byte & 0x80 != 0);
+    let mut value: i128 = if negative { -1 } else { 0 };
+    for byte in bytes {
+        value = (value << 8) | i128::from(*byte);
+    }
+    value
+}
+
+fn format_uuid(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(36);
+    for (index, byte) in bytes.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+fn prediction_field(role: &Role) -> Option<PredictionField> {
+    Some(match role {
+        Role::Text("prediction_id") => PredictionField::PredictionId,
+        Role::Text("model") => PredictionField::Model,
+        Role::Text("version") => PredictionField::Version,
+        Role::Text("status") => PredictionField::Status,
+        Role::Text("error_type") => PredictionField::ErrorType,
+        Role::Number("latency_seconds") => PredictionField::LatencySeconds,
+        Role::Number("confidence") => PredictionField::Confidence,
+        Role::Timestamp => PredictionField::Timestamp,
+        Role::PredictedClass | Role::PredictedValue => PredictionField::Prediction,
+        _ => return None,
+    })
+}
+
+fn label_field(role: &Role) -> Option<LabelField> {
+    Some(match role {
+        Role::Text("prediction_id") => LabelField::PredictionId,
+        Role::Actual => LabelField::Actual,
+        Role::Timestamp => LabelField::Timestamp,
+        _ => return None,
+    })
+}
+
+/// Decodes a slice and validates each row with `validate`, as the CSV path
+/// validates the wire object of each record.
+fn parse_rows<E, F: Copy>(
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    chunk: &Chunk,
+    fill: impl for<'a> Fn(&mut TypedRow<'a, F>, &'a [ColumnCells], usize, &'a ParquetLayout, Option<&'a str>),
+    validate: impl Fn(&TypedRow<'_, F>, &RowReader) -> Result<E, RowError>,
+) -> Result<Parsed<E>, ReportError> {
+    let slice = chunk.rows.as_ref().expect("a Parquet chunk holds rows");
+    let mut buffers = BUFFERS.with(|buffers| buffers.take());
+    let parsed = validate_slice(reader, layout, chunk, slice, &mut buffers, fill, validate);
+    BUFFERS.with(|kept| kept.replace(buffers));
+    parsed
+}
+
+fn validate_slice<E, F: Copy>(
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    chunk: &Chunk,
+    slice: &RowSlice,
+    buffers: &mut Buffers,
+    fill: impl for<'a> Fn(&mut TypedRow<'a, F>, &'a [ColumnCells], usize, &'a ParquetLayout, Option<&'a str>),
+    validate: impl Fn(&TypedRow<'_, F>, &RowReader) -> Result<E, RowError>,
+) -> Result<Parsed<E>, ReportError> {
+    decode_slice(layout, slice, &layout.path, buffers)?;
+    let cells = &buffers.cells[..layout.plans.len()];
+    let mut parsed = Parsed {
+        events: Vec::with_capacity(slice.rows),
+        problems: Vec::new(),
+    };
+    let default_model = match layout.has_model() {
+        true => None,
+        false => reader.default_model.as_deref(),
+    };
+    let mut row = TypedRow::default();
+    for index in 0..slice.rows {
+        row.clear();
+        fill(&mut row, cells, index, layout, default_model);
+        let line = chunk.first_line + index as u64;
+        match validate(&row, reader) {
+            Ok(event) => parsed.events.push((line, event)),
+            Err(error) => parsed.problems.push(RowProblem::from_wire(
+                reader.file,
+                line,
+                error,
+                Some(&layout.columns),
+            )),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The events of a slice of a predictions file.
+pub fn parse_predictions(
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    chunk: &Chunk,
+) -> Result<Parsed<PredictionEvent>, ReportError> {
+    parse_rows(reader, layout, chunk, fill_prediction, |row, reader| {
+        typed::prediction_from_row(row, reader.now_ms, &reader.limits)
+    })
+}
+
+/// The events of a slice of a labels file.
+pub fn parse_labels(
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    chunk: &Chunk,
+) -> Result<Parsed<LabelEvent>, ReportError> {
+    parse_rows(reader, layout, chunk, fill_label, |row, reader| {
+        typed::label_from_row(row, reader.now_ms, &reader.limits)
+    })
+}
+
+/// The wire object of one prediction row, in the CSV path's order: `model`
+/// from `--model` first, the scalar columns in file order, then the
+/// probabilities, segments and features objects. Null cells are left out,
+/// as empty CSV cells are.
+fn fill_prediction<'a>(
+    row: &mut TypedRow<'a, PredictionField>,
+    cells: &'a [ColumnCells],
+    index: usize,
+    layout: &'a ParquetLayout,
+    default_model: Option<&'a str>,
+) {
+    if let Some(model) = default_model {
+        row.scalar(PredictionField::Model, Value::Text(model));
+    }
+    let groups = &layout.groups;
+    for (column, field) in &groups.prediction_scalars {
+        let value = cells[*column].value(index);
+        if value != Value::Null {
+            row.scalar(*field, value);
+        }
+    }
+    let entries = |columns: &'a [usize]| {
+        columns.iter().filter_map(move |column| {
+            let value = cells[*column].value(index);
+            (value != Value::Null).then(|| (layout.columns.entry_name(*column), value))
+        })
+    };
+    row.entries(PredictionField::Probabilities, entries(&groups.probabilities));
+    row.entries(PredictionField::Segments, entries(&groups.segments));
+    row.entries(PredictionField::Features, entries(&groups.features));
+}
+
+fn fill_label<'a>(
+    row: &mut TypedRow<'a, LabelField>,
+    cells: &'a [ColumnCells],
+    index: usize,
+    layout: &'a ParquetLayout,
+    _default_model: Option<&'a str>,
+) {
+    let groups = &layout.groups;
+    for (column, field) in &groups.label_scalars {
+        let value = cells[*column].value(index);
+        if value != Value::Null {
+            row.scalar(*field, value);
+        }
+    }
+    row.entries(
+        LabelField::Business,
+        groups.business.iter().filter_map(|column| {
+            let value = cells[*column].value(index);
+            (value != Value::Null).then(|| (layout.columns.entry_name(*column), value))
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use parquet::basic::{Compression, Repetition};
+    use parquet::data_type::{ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+
+    use super::*;
+    use crate::input::Format;
+    use modelwatch_core::event::{FeatureValue, Prediction};
+    use modelwatch_core::wire::ParseLimits;
+
+    const ROWS: usize = 1000;
+
+    /// 1000 rows in row groups of 600 and 400, pages of at most 64 rows, a
+    /// required id column, a dictionary-encoded version column and nulls in
+    /// a feature.
+    fn write_file(path: &Path) {
+        let column = |name: &str, physical, logical: Option<LogicalType>| {
+            // The ids are a required column (no definition levels), the
+            // others optional.
+            let repetition = if name == "prediction_id" {
+                Repetition::REQUIRED
+            } else {
+                Repetition::OPTIONAL
+            };
+            Arc::new(
+                Type::primitive_type_builder(name, physical)
+                    .with_repetition(repetition)
+                    .with_logical_type(logical)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        let schema = Type::group_type_builder("schema")
+            .with_fields(vec![
+                column(
+                    "prediction_id",
+                    PhysicalType::BYTE_ARRAY,
+                    Some(LogicalType::String),
+                ),
+                column("version", PhysicalType::BYTE_ARRAY, Some(LogicalType::String)),
+                column(
+                    "timestamp",
+                    PhysicalType::INT64,
+                    Some(LogicalType::timestamp(true, TimeUnit::MICROS)),
+                ),
+                column("prediction", PhysicalType::INT64, None),
+                column("amount", PhysicalType::DOUBLE, None),
+            ])
+            .build()
+            .unwrap();
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_data_page_row_count_limit(64)
+            .set_write_batch_size(16)
+            .build();
+        let file = File::create(path).unwrap();
+        let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(properties)).unwrap();
+        for rows in [0..600, 600..ROWS] {
+            let mut group = writer.next_row_group().unwrap();
+            let all = vec![1i16; rows.len()];
+            let ids: Vec<ByteArray> = rows
+                .clone()
+                .map(|row| ByteArray::from(format!("p{row}").as_str()))
+                .collect();
+            let versions: Vec<ByteArray> = rows
+                .clone()
+                .map(|row| ByteArray::from(if row % 3 == 0 { "v2" } else { "v1" }))
+                .collect();
+            let micros: Vec<i64> = rows
+                .clone()
+                .map(|row| 1_700_000_000_000_000 + row as i64 * 1_000 + 300)
+                .collect();
+            let classes: Vec<i64> = rows.clone().map(|row| (row % 2) as i64).collect();
+            let amount_levels: Vec<i16> = rows.clone().map(|row| i16::from(row % 5 != 0)).collect();
+            let amounts: Vec<f64> = rows
+                .clone()
+                .filter(|row| row % 5 != 0)
+                .map(|row| row as f64 / 4.0)
+                .collect();
+            let mut next = |write: &mut dyn FnMut(&mut parquet::file::writer::SerializedColumnWriter<'_>)| {
+                let mut column = group.next_column().unwrap().unwrap();
+                write(&mut column);
+                column.close().unwrap();
+            };
+            next(&mut |column| {
+                column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&ids, None, None)
+                    .unwrap();
+            });
+            next(&mut |column| {
+                column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&versions, Some(&all), None)
+                    .unwrap();
+            });
+            next(&mut |column| {
+                column
+                    .typed::<Int64Type>()
+                    .write_batch(&micros, Some(&all), None)
+                    .unwrap();
+            });
+            next(&mut |column| {
+                column
+                    .typed::<Int64Type>()
+                    .write_batch(&classes, Some(&all), None)
+                    .unwrap();
+            });
+            next(&mut |column| {
+                column
+                    .typed::<DoubleType>()
+                    .write_batch(&amounts, Some(&amount_levels), None)
+                    .unwrap();
+            });
+            group.close().unwrap();
+        }
+        writer.close().unwrap();
+    }
+
+    fn events(path: &Path, slice_rows: usize) -> Vec<(u64, PredictionEvent)> {
+        let input = InputFile::detect(path).unwrap();
+        let mut layout = ParquetLayout::open(&input, Kind::Predictions).unwrap();
+        layout.slice_rows = slice_rows;
+        let layout = Arc::new(layout);
+        let reader = RowReader {
+            file: 0,
+            format: Format::Parquet,
+            columns: None,
+            parquet: Some(Arc::clone(&layout)),
+            default_model: Some("m".to_owned()),
+            limits: ParseLimits::default(),
+            now_ms: 2_000_000_000_000,
+        };
+        let mut chunks = Vec::new();
+        read_row_groups(
+            &input,
+            &layout,
+            0,
+            |_| {},
+            |chunk| {
+                chunks.push(chunk);
+                true
+            },
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        for chunk in &chunks {
+            let parsed = reader.parse_predictions(chunk).unwrap();
+            assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+            all.extend(parsed.events);
+        }
+        all
+    }
+
+    #[test]
+    fn slices_of_row_groups_read_every_row_once_in_order() {
+        let dir = std::env::temp_dir().join(format!("modelwatch-parquet-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.parquet");
+        write_file(&path);
+        let whole = events(&path, SLICE_ROWS);
+        assert_eq!(whole.len(), ROWS);
+        for (row, (line, event)) in whole.iter().enumerate() {
+            assert_eq!(*line, row as u64 + 1);
+            assert_eq!(event.prediction_id, format!("p{row}"));
+            assert_eq!(event.model, "m");
+            assert_eq!(event.version, if row % 3 == 0 { "v2" } else { "v1" });
+            // Microseconds to milliseconds, rounded as the wire rounds seconds.
+            assert_eq!(event.timestamp_ms, 1_700_000_000_000 + row as i64);
+            assert_eq!(event.prediction, Some(Prediction::Class((row % 2).to_string())));
+            let expected_features = if row % 5 == 0 {
+                vec![]
+            } else {
+                vec![("amount".to_owned(), FeatureValue::Number(row as f64 / 4.0))]
+            };
+            assert_eq!(event.features, expected_features, "row {row}");
+        }
+        for slice_rows in [7, 64, 599, 600] {
+            assert_eq!(events(&path, slice_rows), whole, "slices of {slice_rows} rows");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
