@@ -444,22 +444,33 @@ fn csv_input_gives_the_same_report_as_ndjson() {
     let from_csv = quality_report("1d", &csv_predictions, &csv_labels);
     assert_eq!(from_csv["problems"]["total"], 0, "{}", from_csv["problems"]);
     assert_eq!(from_csv["labels"], from_ndjson["labels"]);
+    // An explicit null feature in NDJSON is an empty cell in CSV: the
+    // feature is absent from that row rather than present and missing. Both
+    // count the row as missing the feature; only windows where a feature has
+    // no value at all list it in one and not the other.
+    let problems = compare_models_but_features(&from_ndjson, &from_csv);
+    assert_no_differences(&problems, "the CSV and the NDJSON report");
+}
+
+/// The differences between two reports' models, features left out (see
+/// `strip_features`).
+fn compare_models_but_features(wanted: &Value, got: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    for (model, wanted) in from_ndjson["models"].as_object().unwrap() {
+    for (model, wanted) in wanted["models"].as_object().unwrap() {
         let mut wanted = wanted.clone();
-        let mut got = from_csv["models"][model].clone();
-        // An explicit null feature in NDJSON is an empty cell in CSV: the
-        // feature is absent from that row rather than present and missing.
-        // Both count the row as missing the feature; only windows where a
-        // feature has no value at all list it in one and not the other.
+        let mut got = got["models"][model].clone();
         for report in [&mut wanted, &mut got] {
             strip_features(report);
         }
         compare(&format!("models.{model}"), &wanted, Some(&got), &mut problems);
     }
+    problems
+}
+
+fn assert_no_differences(problems: &[String], between: &str) {
     assert!(
         problems.is_empty(),
-        "{} differences between the CSV and the NDJSON report:\n{}",
+        "{} differences between {between}:\n{}",
         problems.len(),
         problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
     );
@@ -1138,26 +1149,9 @@ fn parquet_input_gives_the_same_report_as_ndjson_and_csv() {
         Some(&from_parquet["models"]),
         &mut problems,
     );
-    assert!(
-        problems.is_empty(),
-        "{} differences between the Parquet and the CSV report:\n{}",
-        problems.len(),
-        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
-    );
-    for (model, wanted) in from_ndjson["models"].as_object().unwrap() {
-        let mut wanted = wanted.clone();
-        let mut got = from_parquet["models"][model].clone();
-        for report in [&mut wanted, &mut got] {
-            strip_features(report);
-        }
-        compare(&format!("models.{model}"), &wanted, Some(&got), &mut problems);
-    }
-    assert!(
-        problems.is_empty(),
-        "{} differences between the Parquet and the NDJSON report:\n{}",
-        problems.len(),
-        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
-    );
+    assert_no_differences(&problems, "the Parquet and the CSV report");
+    let problems = compare_models_but_features(&from_ndjson, &from_parquet);
+    assert_no_differences(&problems, "the Parquet and the NDJSON report");
 
     // The same rows as a drift reference: Parquet or NDJSON, the same drift.
     let reference_arguments = vec!["--predictions".to_owned(), predictions.display().to_string()];
@@ -1187,12 +1181,7 @@ fn parquet_input_gives_the_same_report_as_ndjson_and_csv() {
             );
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{} differences between the drift against a Parquet and an NDJSON reference:\n{}",
-        problems.len(),
-        problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
-    );
+    assert_no_differences(&problems, "the drift against a Parquet and an NDJSON reference");
 }
 
 fn texts(values: &[Option<&str>]) -> Values {
