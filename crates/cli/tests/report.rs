@@ -805,8 +805,9 @@ mod parquet_files {
     use std::sync::Arc;
 
     use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
-    use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
     use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedColumnWriter;
     use parquet::file::writer::SerializedFileWriter;
     use parquet::schema::types::Type;
 
@@ -832,15 +833,21 @@ mod parquet_files {
     }
 
     /// Definition levels and the non-null values of `values[range]`.
-    fn levels<T: Clone, U>(
+    /// Writes the rows `range` of an optional column as Parquet type `P`:
+    /// definition levels, then the present values, converted.
+    fn write_values<P: DataType, T>(
+        column: &mut SerializedColumnWriter<'_>,
         values: &[Option<T>],
         range: std::ops::Range<usize>,
-        convert: impl Fn(&T) -> U,
-    ) -> (Vec<i16>, Vec<U>) {
+        convert: impl Fn(&T) -> P::T,
+    ) {
         let slice = &values[range];
-        let definition = slice.iter().map(|value| i16::from(value.is_some())).collect();
-        let present = slice.iter().flatten().map(convert).collect();
-        (definition, present)
+        let definition: Vec<i16> = slice.iter().map(|value| i16::from(value.is_some())).collect();
+        let present: Vec<P::T> = slice.iter().flatten().map(convert).collect();
+        column
+            .typed::<P>()
+            .write_batch(&present, Some(&definition), None)
+            .unwrap();
     }
 
     /// Writes `columns` (all optional) as a Parquet file, `rows_per_group`
@@ -882,35 +889,21 @@ mod parquet_files {
             let mut group = writer.next_row_group().unwrap();
             for (_, values) in columns {
                 let mut column = group.next_column().unwrap().unwrap();
+                let range = range.clone();
                 match values {
                     Values::Text(values) => {
-                        let (definition, present) =
-                            levels(values, range.clone(), |text| ByteArray::from(text.as_str()));
-                        column
-                            .typed::<ByteArrayType>()
-                            .write_batch(&present, Some(&definition), None)
-                            .unwrap();
+                        write_values::<ByteArrayType, _>(&mut column, values, range, |text| {
+                            ByteArray::from(text.as_str())
+                        })
                     }
                     Values::Double(values) => {
-                        let (definition, present) = levels(values, range.clone(), |value| *value);
-                        column
-                            .typed::<DoubleType>()
-                            .write_batch(&present, Some(&definition), None)
-                            .unwrap();
+                        write_values::<DoubleType, _>(&mut column, values, range, |value| *value)
                     }
                     Values::Int64(values) | Values::Timestamp(_, values) => {
-                        let (definition, present) = levels(values, range.clone(), |value| *value);
-                        column
-                            .typed::<Int64Type>()
-                            .write_batch(&present, Some(&definition), None)
-                            .unwrap();
+                        write_values::<Int64Type, _>(&mut column, values, range, |value| *value)
                     }
                     Values::Bool(values) => {
-                        let (definition, present) = levels(values, range.clone(), |value| *value);
-                        column
-                            .typed::<BoolType>()
-                            .write_batch(&present, Some(&definition), None)
-                            .unwrap();
+                        write_values::<BoolType, _>(&mut column, values, range, |value| *value)
                     }
                 }
                 column.close().unwrap();
