@@ -325,13 +325,7 @@ fn write_quality_csv(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         }
     };
     let events = lines(&predictions);
-    let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for event in &events {
-        by_model
-            .entry(event["model"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(event);
-    }
+    let by_model = group_by_model(&events);
     let mut prediction_files = Vec::new();
     for (model, events) in by_model {
         let regression = events.iter().any(|event| event["prediction"].is_number());
@@ -477,6 +471,18 @@ fn assert_no_differences(problems: &[String], between: &str) {
 }
 
 /// Drops the features that have no value in a section.
+/// The events of each model, in file order.
+fn group_by_model(events: &[Value]) -> BTreeMap<String, Vec<&Value>> {
+    let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for event in events {
+        by_model
+            .entry(event["model"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event);
+    }
+    by_model
+}
+
 fn strip_features(value: &mut Value) {
     match value {
         Value::Object(object) => {
@@ -953,13 +959,7 @@ fn write_quality_parquet(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     ];
     let mut codec = codecs.iter().cycle();
     let events = lines(&predictions);
-    let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for event in &events {
-        by_model
-            .entry(event["model"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(event);
-    }
+    let by_model = group_by_model(&events);
     let mut prediction_files = Vec::new();
     for (model, events) in by_model {
         let mut columns: Vec<(String, Values)> = Vec::new();

@@ -109,7 +109,7 @@ impl DriftHours {
     }
 
     /// The bytes held in memory by the summaries' bins, sealed or not: what
-    /// sealing saves, for tests and telemetry.
+    /// sealing saves (what the tests check).
     pub fn approximate_bytes(&self) -> usize {
         self.hours
             .values()
