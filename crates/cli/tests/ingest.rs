@@ -194,9 +194,17 @@ fn bad_rows_are_rejected_with_field_and_reason_and_good_rows_kept() {
     let (status, _, body) = server.post_raw("/v1/predictions", "text/csv", b"a,b\n".to_vec());
     assert_eq!(status, 415, "{body}");
     assert!(body.contains("unsupported_media_type"));
+    // `curl -d` labels JSON as a form: it is read as JSON.
+    let (status, _, body) = server.post_raw(
+        "/v1/predictions",
+        "application/x-www-form-urlencoded",
+        br#"[{"prediction_id":"form-1","model":"m"}]"#.to_vec(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["accepted"], 1);
 
     assert_eq!(server.get("/readyz").0, 200);
-    assert_eq!(operations(&server, "m", "window=1h")["requests"], 2);
+    assert_eq!(operations(&server, "m", "window=1h")["requests"], 3);
 }
 
 #[test]

@@ -38,7 +38,9 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     let content_type = content_type.to_str().unwrap_or("").to_ascii_lowercase();
     let essence = content_type.split(';').next().unwrap_or("").trim();
     match essence {
-        "application/json" | "" => Ok(BodyFormat::Json),
+        // curl's `-d` sends JSON as a form unless told otherwise: a form body
+        // is read as JSON, which is what such a client means.
+        "application/json" | "" | "application/x-www-form-urlencoded" => Ok(BodyFormat::Json),
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
             Ok(BodyFormat::Ndjson)
         }
