@@ -10,14 +10,18 @@ use std::path::{Path, PathBuf};
 
 use modelwatch_core::series::{BucketKey, Resolution};
 pub mod alerts;
+mod label_index;
 
 pub use alerts::{AlertStore, AlertWriter, BaselineRow, LogEntry, OutboxEntry};
+use label_index::LabelIndex;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 /// Current schema version, kept in `meta`.
 /// 2 added labels and the quality aggregates, and changed the bucket form.
 /// 3 added the SLO latency buckets to the counters, and the alert tables.
-const SCHEMA_VERSION: i64 = 4;
+/// 4 added drift and baselines. 5 appends labels in commit order, with an
+/// index by id in sorted runs (`label_index`).
+const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +114,11 @@ pub struct StoredLabelRow {
 pub struct SqliteStore {
     connection: Connection,
     path: PathBuf,
+    /// Where each label row is; changed by transactions, so rebuilt from the
+    /// database when one does not commit.
+    labels: LabelIndex,
+    /// A rebuild failed: retried before the next transaction.
+    labels_stale: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -170,12 +179,6 @@ impl SqliteStore {
                  state BLOB NOT NULL,
                  PRIMARY KEY (model, version, resolution, start_ms)
              ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS labels (
-                 prediction_id TEXT PRIMARY KEY,
-                 held INTEGER NOT NULL,
-                 body BLOB NOT NULL
-             ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS labels_held ON labels (prediction_id) WHERE held = 1;
              CREATE TABLE IF NOT EXISTS drift (
                  model TEXT NOT NULL,
                  version TEXT NOT NULL,
@@ -186,6 +189,24 @@ impl SqliteStore {
              ) WITHOUT ROWID;",
         )?;
         connection.execute_batch(alerts::SCHEMA)?;
+        // Versions 2 to 4 kept labels in a table keyed by id.
+        let has_labels = connection.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'labels'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? == 1;
+        let appended_labels = connection.query_row(
+            "SELECT count(*) FROM pragma_table_info('labels') WHERE name = 'seq'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? == 1;
+        if has_labels && !appended_labels {
+            let transaction = connection.unchecked_transaction()?;
+            label_index::migrate_from_keyed(&transaction)?;
+            transaction.commit()?;
+        }
+        connection.execute_batch(label_index::SCHEMA)?;
+        connection.execute_batch(label_index::HELD_INDEX)?;
         let found: Option<i64> = connection
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| {
                 row.get(0)
@@ -200,7 +221,8 @@ impl SqliteStore {
             }
             // Version 4 only added the drift and baselines tables (created
             // above): the data of version 3 stays valid, without drift history.
-            Some(3) => {
+            // Version 5 changed the labels' layout (migrated above).
+            Some(3 | 4) => {
                 connection.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                     [SCHEMA_VERSION],
@@ -220,7 +242,13 @@ impl SqliteStore {
                 )?;
             }
         }
-        Ok(Self { connection, path })
+        let labels = LabelIndex::load(&connection)?;
+        Ok(Self {
+            connection,
+            path,
+            labels,
+            labels_stale: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -230,13 +258,44 @@ impl SqliteStore {
     /// Runs `write` in one transaction: committed when it returns `Ok`,
     /// rolled back otherwise.
     pub fn transaction<R>(&mut self, write: impl FnOnce(&mut dyn Writer) -> Result<R>) -> Result<R> {
+        if self.labels_stale {
+            self.labels = LabelIndex::load(&self.connection)?;
+            self.labels_stale = false;
+        }
+        let outcome = self.try_transaction(write);
+        if outcome.is_err() {
+            // The transaction rolled back: so must the label index.
+            match LabelIndex::load(&self.connection) {
+                Ok(labels) => self.labels = labels,
+                Err(_) => self.labels_stale = true,
+            }
+        }
+        outcome
+    }
+
+    fn try_transaction<R>(&mut self, write: impl FnOnce(&mut dyn Writer) -> Result<R>) -> Result<R> {
         let transaction = self.connection.transaction()?;
         let mut writer = SqliteWriter {
             transaction: &transaction,
+            labels: &mut self.labels,
         };
         let result = write(&mut writer)?;
+        let pending = self.labels.flush_if_full(&transaction)?;
         transaction.commit()?;
+        self.labels.committed(pending);
         Ok(result)
+    }
+
+    /// How many sorted runs the label index has (for tests and telemetry).
+    pub fn label_runs(&self) -> usize {
+        self.labels.runs()
+    }
+
+    /// Makes the label index write a run every `entries` new labels instead
+    /// of every 262,144: for tests, which need runs and merges from few labels.
+    #[doc(hidden)]
+    pub fn set_label_flush_at(&mut self, entries: usize) {
+        self.labels.set_flush_at(entries);
     }
 
     /// Calls `visit` with every persisted aggregate.
@@ -458,6 +517,7 @@ impl Checkpointer {
 
 struct SqliteWriter<'t> {
     transaction: &'t Transaction<'t>,
+    labels: &'t mut LabelIndex,
 }
 
 impl SqliteWriter<'_> {
@@ -557,41 +617,32 @@ impl Writer for SqliteWriter<'_> {
     }
 
     fn get_label(&mut self, prediction_id: &str) -> Result<Option<StoredLabelRow>> {
-        let mut statement = self
-            .transaction
-            .prepare_cached("SELECT held, body FROM labels WHERE prediction_id = ?1")?;
-        Ok(statement
-            .query_row([prediction_id], |row| {
-                Ok(StoredLabelRow {
-                    held: row.get::<_, i64>(0)? != 0,
-                    body: row.get(1)?,
-                })
-            })
-            .optional()?)
+        Ok(self
+            .labels
+            .get(self.transaction, prediction_id)?
+            .map(|row| StoredLabelRow {
+                held: row.held,
+                body: row.body,
+            }))
     }
 
     fn insert_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<bool> {
-        let mut statement = self.transaction.prepare_cached(
-            "INSERT INTO labels (prediction_id, held, body) VALUES (?1, ?2, ?3) ON CONFLICT (prediction_id) DO NOTHING",
-        )?;
-        Ok(statement.execute(params![prediction_id, i64::from(held), body])? == 1)
+        if self.labels.get(self.transaction, prediction_id)?.is_some() {
+            return Ok(false);
+        }
+        self.labels.append(self.transaction, prediction_id, held, body)?;
+        Ok(true)
     }
 
     fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()> {
-        let mut statement = self.transaction.prepare_cached(
-            "INSERT INTO labels (prediction_id, held, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT (prediction_id) DO UPDATE SET held = excluded.held, body = excluded.body",
-        )?;
-        statement.execute(params![prediction_id, i64::from(held), body])?;
-        Ok(())
+        match self.labels.get(self.transaction, prediction_id)? {
+            Some(row) => LabelIndex::update(self.transaction, row.seq, held, body),
+            None => self.labels.append(self.transaction, prediction_id, held, body),
+        }
     }
 
     fn delete_label(&mut self, prediction_id: &str) -> Result<()> {
-        let mut statement = self
-            .transaction
-            .prepare_cached("DELETE FROM labels WHERE prediction_id = ?1")?;
-        statement.execute([prediction_id])?;
-        Ok(())
+        self.labels.delete(self.transaction, prediction_id)
     }
 
     fn delete_prediction(&mut self, prediction_id: &str) -> Result<bool> {

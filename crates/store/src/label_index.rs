@@ -1,0 +1,582 @@
+//! Where each label is, by `prediction_id`, without a B-tree keyed by id.
+//!
+//! Labels arrive in label order, not id order, so a table keyed by
+//! `prediction_id` takes each insert on a random page: at 7M labels a group
+//! commit rewrote most of the table (about 11 KB written per label). Here the
+//! `labels` rows are appended in commit order (`seq`), and the index from id
+//! to `seq` is kept in the way of a log-structured merge tree:
+//!
+//! - `recent`: the ids of the rows appended since the last flush, in memory.
+//!   On start it is rebuilt from the rows past the persisted watermark
+//!   (`meta.labels_flushed_seq`).
+//! - *runs*: past [`FLUSH_AT`] entries, `recent` is written, sorted by id, as
+//!   a run `(run, prediction_id, seq)` of `label_runs`. Runs are numbered in
+//!   order, so a run is appended to the table's right edge. Each run has a
+//!   Bloom filter in memory. When the newest [`MERGE_WIDTH`] runs are of one
+//!   size class, they are merged into one (dropping entries whose row is
+//!   gone), so that there are few runs to look in.
+//!
+//! A lookup checks `recent`, then the runs whose filter admits the id, newest
+//! first; the first entry found decides, and the row it names must still hold
+//! that id (a deleted label leaves its entry behind until a merge).
+//!
+//! All of it changes inside the writer's transaction. If the transaction does
+//! not commit, the in-memory part is rebuilt from the database.
+
+use fastbloom::BloomFilter;
+use rusqlite::{Connection, OptionalExtension, params};
+use rustc_hash::FxHashMap;
+
+use crate::Result;
+
+/// Entries of `recent` that make a run (about 64 bytes of memory each).
+pub(crate) const FLUSH_AT: usize = 262_144;
+/// How many runs of one size class are merged into one.
+const MERGE_WIDTH: usize = 4;
+/// The Bloom filters' false-positive rate: the share of absent ids that cost
+/// a lookup in a run anyway.
+const FALSE_POSITIVES: f64 = 0.01;
+/// One seed for every filter, so that an id is hashed once for all runs.
+const SEED: u128 = 0x6d6f_6465_6c77_6174_6368_6c61_6265_6c73;
+
+pub(crate) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS labels (
+        seq INTEGER PRIMARY KEY,
+        prediction_id TEXT NOT NULL,
+        held INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS label_runs (
+        run INTEGER NOT NULL,
+        prediction_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (run, prediction_id)
+    ) WITHOUT ROWID;";
+
+/// Created after a migration may have replaced an older `labels`.
+pub(crate) const HELD_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS labels_held_seq ON labels (seq) WHERE held = 1";
+
+const FLUSHED_KEY: &str = "labels_flushed_seq";
+
+/// A stored label row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LabelRow {
+    pub seq: i64,
+    pub held: bool,
+    pub body: Vec<u8>,
+}
+
+struct Run {
+    run: i64,
+    len: usize,
+    filter: BloomFilter,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Run")
+            .field("run", &self.run)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// The in-memory part of the label index.
+#[derive(Debug)]
+pub(crate) struct LabelIndex {
+    recent: FxHashMap<Box<str>, i64>,
+    /// Oldest first.
+    runs: Vec<Run>,
+    next_seq: i64,
+    next_run: i64,
+    /// [`FLUSH_AT`], smaller in tests.
+    flush_at: usize,
+}
+
+/// What a flush (and the merges after it) changed in the database, applied
+/// to memory once the transaction has committed.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    new_runs: Vec<Run>,
+    /// How many of the newest runs the merges replaced.
+    replaced: usize,
+    flushed: bool,
+}
+
+fn new_filter(expected: usize) -> BloomFilter {
+    BloomFilter::with_false_pos(FALSE_POSITIVES)
+        .seed(&SEED)
+        .expected_items(expected.max(1))
+}
+
+/// The size class of a run: runs of one class are merged together.
+fn size_class(len: usize, flush_at: usize) -> u32 {
+    let mut class = 0;
+    let mut bound = flush_at.saturating_mul(MERGE_WIDTH);
+    while len >= bound {
+        class += 1;
+        bound = bound.saturating_mul(MERGE_WIDTH);
+    }
+    class
+}
+
+impl LabelIndex {
+    /// Reads the index back: the runs' filters, and `recent` from the rows
+    /// past the flush watermark.
+    pub(crate) fn load(connection: &Connection) -> Result<Self> {
+        let flushed: i64 = connection
+            .query_row("SELECT value FROM meta WHERE key = ?1", [FLUSHED_KEY], |row| {
+                row.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let mut sizes =
+            connection.prepare("SELECT run, count(*) FROM label_runs GROUP BY run ORDER BY run")?;
+        let sizes: Vec<(i64, i64)> = sizes
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut runs = Vec::with_capacity(sizes.len());
+        let mut max_seq = flushed;
+        let mut entries = connection.prepare("SELECT prediction_id, seq FROM label_runs WHERE run = ?1")?;
+        for (run, len) in sizes {
+            let len = len as usize;
+            let mut filter = new_filter(len);
+            let mut rows = entries.query([run])?;
+            while let Some(row) = rows.next()? {
+                filter.insert(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
+                max_seq = max_seq.max(row.get(1)?);
+            }
+            runs.push(Run { run, len, filter });
+        }
+        let mut recent = FxHashMap::default();
+        let mut rows_after = connection.prepare("SELECT prediction_id, seq FROM labels WHERE seq > ?1")?;
+        let mut rows = rows_after.query([flushed])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(1)?;
+            max_seq = max_seq.max(seq);
+            recent.insert(row.get::<_, String>(0)?.into_boxed_str(), seq);
+        }
+        let next_run = runs.last().map_or(1, |run| run.run + 1);
+        Ok(Self {
+            recent,
+            runs,
+            next_seq: max_seq + 1,
+            next_run,
+            flush_at: FLUSH_AT,
+        })
+    }
+
+    pub(crate) fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Flushes `recent` from `entries` on instead of [`FLUSH_AT`].
+    pub(crate) fn set_flush_at(&mut self, entries: usize) {
+        self.flush_at = entries.max(1);
+    }
+
+    /// The row that holds the label of `prediction_id`, if any.
+    pub(crate) fn get(&self, connection: &Connection, prediction_id: &str) -> Result<Option<LabelRow>> {
+        let Some(seq) = self.find(connection, prediction_id)? else {
+            return Ok(None);
+        };
+        let mut statement = connection
+            .prepare_cached("SELECT held, body FROM labels WHERE seq = ?1 AND prediction_id = ?2")?;
+        Ok(statement
+            .query_row(params![seq, prediction_id], |row| {
+                Ok(LabelRow {
+                    seq,
+                    held: row.get::<_, i64>(0)? != 0,
+                    body: row.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The `seq` of the newest entry for `prediction_id`.
+    fn find(&self, connection: &Connection, prediction_id: &str) -> Result<Option<i64>> {
+        if let Some(seq) = self.recent.get(prediction_id) {
+            return Ok(Some(*seq));
+        }
+        let Some(newest) = self.runs.last() else {
+            return Ok(None);
+        };
+        let hash = newest.filter.source_hash(prediction_id);
+        let mut statement =
+            connection.prepare_cached("SELECT seq FROM label_runs WHERE run = ?1 AND prediction_id = ?2")?;
+        for run in self.runs.iter().rev() {
+            if !run.filter.contains_hash(hash) {
+                continue;
+            }
+            if let Some(seq) = statement
+                .query_row(params![run.run, prediction_id], |row| row.get(0))
+                .optional()?
+            {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends a label row; the caller knows that none is stored for the id.
+    pub(crate) fn append(
+        &mut self,
+        connection: &Connection,
+        prediction_id: &str,
+        held: bool,
+        body: &[u8],
+    ) -> Result<()> {
+        let seq = self.next_seq;
+        connection
+            .prepare_cached("INSERT INTO labels (seq, prediction_id, held, body) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![seq, prediction_id, i64::from(held), body])?;
+        self.next_seq += 1;
+        self.recent.insert(prediction_id.into(), seq);
+        Ok(())
+    }
+
+    /// Replaces the content of a stored row, in place.
+    pub(crate) fn update(connection: &Connection, seq: i64, held: bool, body: &[u8]) -> Result<()> {
+        connection
+            .prepare_cached("UPDATE labels SET held = ?2, body = ?3 WHERE seq = ?1")?
+            .execute(params![seq, i64::from(held), body])?;
+        Ok(())
+    }
+
+    /// Deletes the label of `prediction_id`, if there is one.
+    pub(crate) fn delete(&mut self, connection: &Connection, prediction_id: &str) -> Result<()> {
+        let Some(seq) = self.find(connection, prediction_id)? else {
+            return Ok(());
+        };
+        connection
+            .prepare_cached("DELETE FROM labels WHERE seq = ?1 AND prediction_id = ?2")?
+            .execute(params![seq, prediction_id])?;
+        self.recent.remove(prediction_id);
+        Ok(())
+    }
+
+    /// Writes `recent` as a run once it is large enough, then merges runs of
+    /// one size class. Call inside the transaction, before it commits; then
+    /// [`LabelIndex::committed`] with the answer.
+    pub(crate) fn flush_if_full(&self, connection: &Connection) -> Result<Pending> {
+        let mut pending = Pending::default();
+        if self.recent.len() < self.flush_at {
+            return Ok(pending);
+        }
+        let mut entries: Vec<(&str, i64)> = self.recent.iter().map(|(id, seq)| (&**id, *seq)).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let run = self.next_run;
+        let mut filter = new_filter(entries.len());
+        {
+            let mut insert = connection
+                .prepare_cached("INSERT INTO label_runs (run, prediction_id, seq) VALUES (?1, ?2, ?3)")?;
+            for (id, seq) in &entries {
+                insert.execute(params![run, id, seq])?;
+                filter.insert(*id);
+            }
+        }
+        connection
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![FLUSHED_KEY, self.next_seq - 1])?;
+        pending.flushed = true;
+        pending.new_runs.push(Run {
+            run,
+            len: entries.len(),
+            filter,
+        });
+        // Merge while the newest MERGE_WIDTH runs (the new one included) are
+        // of one size class.
+        let mut sizes: Vec<(i64, usize)> = self.runs.iter().map(|run| (run.run, run.len)).collect();
+        sizes.push((run, entries.len()));
+        let mut next_run = run + 1;
+        while sizes.len() >= MERGE_WIDTH {
+            let tail = &sizes[sizes.len() - MERGE_WIDTH..];
+            if size_class(tail[0].1, self.flush_at) != size_class(tail[MERGE_WIDTH - 1].1, self.flush_at) {
+                break;
+            }
+            let merged_runs: Vec<i64> = tail.iter().map(|(run, _)| *run).collect();
+            let expected = tail.iter().map(|(_, len)| len).sum();
+            let merged = merge_runs(connection, &merged_runs, expected, next_run)?;
+            // The merged runs are the newest: those created by this flush
+            // leave `new_runs`, the others are replaced in `runs`.
+            let from_pending = pending.new_runs.len().min(MERGE_WIDTH);
+            pending.new_runs.truncate(pending.new_runs.len() - from_pending);
+            pending.replaced += MERGE_WIDTH - from_pending;
+            sizes.truncate(sizes.len() - MERGE_WIDTH);
+            sizes.push((next_run, merged.len));
+            pending.new_runs.push(merged);
+            next_run += 1;
+        }
+        Ok(pending)
+    }
+
+    /// Applies a committed flush to memory.
+    pub(crate) fn committed(&mut self, pending: Pending) {
+        if !pending.flushed {
+            return;
+        }
+        self.recent.clear();
+        self.runs.truncate(self.runs.len() - pending.replaced);
+        self.runs.extend(pending.new_runs);
+        self.next_run = self.runs.last().map_or(self.next_run, |run| run.run + 1);
+    }
+}
+
+/// Merges `runs` (oldest first) into run `into`: each id keeps the entry of
+/// the newest run that has it, and only if its row still holds that id.
+/// Deletes the merged runs.
+fn merge_runs(connection: &Connection, runs: &[i64], expected: usize, into: i64) -> Result<Run> {
+    let mut statements = runs
+        .iter()
+        .map(|_| {
+            connection
+                .prepare("SELECT prediction_id, seq FROM label_runs WHERE run = ?1 ORDER BY prediction_id")
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut cursors = Vec::with_capacity(runs.len());
+    for (statement, run) in statements.iter_mut().zip(runs) {
+        cursors.push(statement.query([run])?);
+    }
+    // The head of each cursor: (id, seq).
+    let mut heads: Vec<Option<(String, i64)>> = Vec::with_capacity(runs.len());
+    for cursor in &mut cursors {
+        heads.push(next_entry(cursor)?);
+    }
+    let mut filter = new_filter(expected);
+    let mut len = 0;
+    let mut insert =
+        connection.prepare("INSERT INTO label_runs (run, prediction_id, seq) VALUES (?1, ?2, ?3)")?;
+    let mut live = connection.prepare("SELECT 1 FROM labels WHERE seq = ?1 AND prediction_id = ?2")?;
+    loop {
+        // The smallest id among the heads; on a tie the newest run wins.
+        let mut smallest: Option<usize> = None;
+        for (position, head) in heads.iter().enumerate() {
+            if let Some((id, _)) = head
+                && smallest.is_none_or(|best| {
+                    let best_id = &heads[best].as_ref().expect("a head").0;
+                    id <= best_id
+                })
+            {
+                smallest = Some(position);
+            }
+        }
+        let Some(winner) = smallest else {
+            break;
+        };
+        let (id, seq) = heads[winner].take().expect("a head");
+        for (position, head) in heads.iter_mut().enumerate() {
+            if position != winner && head.as_ref().is_some_and(|(other, _)| *other == id) {
+                *head = next_entry(&mut cursors[position])?;
+            }
+        }
+        heads[winner] = next_entry(&mut cursors[winner])?;
+        if live.exists(params![seq, id])? {
+            insert.execute(params![into, id, seq])?;
+            filter.insert(id.as_str());
+            len += 1;
+        }
+    }
+    drop(cursors);
+    let mut delete = connection.prepare_cached("DELETE FROM label_runs WHERE run = ?1")?;
+    for run in runs {
+        delete.execute([run])?;
+    }
+    Ok(Run {
+        run: into,
+        len,
+        filter,
+    })
+}
+
+fn next_entry(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(String, i64)>> {
+    Ok(match rows.next()? {
+        Some(row) => Some((row.get(0)?, row.get(1)?)),
+        None => None,
+    })
+}
+
+/// Moves the labels of a version 4 database (a table keyed by id) into the
+/// appended form, as one run.
+pub(crate) fn migrate_from_keyed(connection: &Connection) -> Result<()> {
+    connection.execute_batch(
+        "ALTER TABLE labels RENAME TO labels_keyed;
+         DROP INDEX IF EXISTS labels_held;",
+    )?;
+    connection.execute_batch(SCHEMA)?;
+    connection.execute_batch(
+        "INSERT INTO labels (prediction_id, held, body)
+             SELECT prediction_id, held, body FROM labels_keyed ORDER BY prediction_id;
+         DROP TABLE labels_keyed;
+         INSERT INTO label_runs (run, prediction_id, seq) SELECT 1, prediction_id, seq FROM labels ORDER BY prediction_id;",
+    )?;
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, (SELECT coalesce(max(seq), 0) FROM labels))
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [FLUSHED_KEY],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use crate::{SqliteStore, StoreError, StoredLabelRow, Synchronous};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, bool, u8),
+        Put(u8, bool, u8),
+        Delete(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40, any::<bool>(), any::<u8>()).prop_map(|(id, held, body)| Op::Insert(id, held, body)),
+            2 => (0u8..40, any::<bool>(), any::<u8>()).prop_map(|(id, held, body)| Op::Put(id, held, body)),
+            1 => (0u8..40).prop_map(Op::Delete),
+        ]
+    }
+
+    /// What ends a group of operations.
+    #[derive(Debug, Clone, Copy)]
+    enum End {
+        Commit,
+        /// The transaction fails: nothing of the group is kept.
+        Abort,
+        /// Commit, then reopen the store.
+        Reopen,
+    }
+
+    fn end() -> impl Strategy<Value = End> {
+        prop_oneof![6 => Just(End::Commit), 1 => Just(End::Abort), 1 => Just(End::Reopen)]
+    }
+
+    fn id(number: u8) -> String {
+        format!("p{number:03}")
+    }
+
+    type Model = BTreeMap<String, (bool, Vec<u8>)>;
+
+    fn check(store: &mut SqliteStore, model: &Model) {
+        let stored: Vec<Option<StoredLabelRow>> = store
+            .transaction(|writer| (0..40).map(|number| writer.get_label(&id(number))).collect())
+            .unwrap();
+        for (number, stored) in stored.into_iter().enumerate() {
+            let expected = model.get(&id(number as u8)).map(|(held, body)| StoredLabelRow {
+                held: *held,
+                body: body.clone(),
+            });
+            assert_eq!(stored, expected, "label {}", id(number as u8));
+        }
+        let mut held = Vec::new();
+        store
+            .load_held_labels(|id, _| {
+                held.push(id.to_owned());
+                Ok(())
+            })
+            .unwrap();
+        held.sort();
+        let expected: Vec<String> = model
+            .iter()
+            .filter(|(_, (held, _))| *held)
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(held, expected);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Through flushes, merges, failed transactions and restarts, the
+        /// label index answers as a plain map of id to label would.
+        #[test]
+        fn the_index_behaves_as_a_map(
+            groups in proptest::collection::vec((proptest::collection::vec(op(), 1..12), end()), 1..40),
+            flush_at in 1usize..6,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+            store.set_label_flush_at(flush_at);
+            let mut model = Model::new();
+            for (ops, end) in groups {
+                let mut next = model.clone();
+                let outcome = store.transaction(|writer| {
+                    for op in &ops {
+                        match *op {
+                            Op::Insert(number, held, body) => {
+                                let inserted = writer.insert_label(&id(number), held, &[body])?;
+                                assert_eq!(inserted, !next.contains_key(&id(number)));
+                                next.entry(id(number)).or_insert((held, vec![body]));
+                            }
+                            Op::Put(number, held, body) => {
+                                writer.put_label(&id(number), held, &[body])?;
+                                next.insert(id(number), (held, vec![body]));
+                            }
+                            Op::Delete(number) => {
+                                writer.delete_label(&id(number))?;
+                                next.remove(&id(number));
+                            }
+                        }
+                    }
+                    match end {
+                        End::Abort => Err(StoreError::Corrupt("abort".into())),
+                        End::Commit | End::Reopen => Ok(()),
+                    }
+                });
+                match end {
+                    End::Abort => prop_assert!(outcome.is_err()),
+                    End::Commit => {
+                        outcome.unwrap();
+                        model = next;
+                    }
+                    End::Reopen => {
+                        outcome.unwrap();
+                        model = next;
+                        drop(store);
+                        store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+                        store.set_label_flush_at(flush_at);
+                    }
+                }
+                check(&mut store, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn runs_are_merged_by_size_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        store.set_label_flush_at(10);
+        let mut most_runs = 0;
+        for batch in 0..100 {
+            store
+                .transaction(|writer| {
+                    for row in 0..10 {
+                        // Ids in no particular order, as labels arrive.
+                        let number = (batch * 10 + row) * 7919 % 1000;
+                        assert!(writer.insert_label(&format!("id{number:04}"), false, b"x")?);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            most_runs = most_runs.max(store.label_runs());
+        }
+        // 1000 labels in runs of 10: 10 merged 4 at a time, then 40 and 160.
+        assert!(most_runs <= 3 * 3 + 1, "{most_runs} runs");
+        let found = store
+            .transaction(|writer| {
+                (0..1000)
+                    .map(|number| Ok(writer.get_label(&format!("id{number:04}"))?.is_some()))
+                    .collect::<crate::Result<Vec<bool>>>()
+            })
+            .unwrap();
+        assert!(found.iter().all(|found| *found));
+    }
+}
