@@ -71,6 +71,9 @@ struct Run {
     run: i64,
     len: usize,
     filter: BloomFilter,
+    /// Some of its entries may name deleted rows: a merge must check them.
+    /// Unknown (so true) for runs read back on start.
+    may_have_dead: bool,
 }
 
 impl std::fmt::Debug for Run {
@@ -148,7 +151,12 @@ impl LabelIndex {
                 filter.insert(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
                 max_seq = max_seq.max(row.get(1)?);
             }
-            runs.push(Run { run, len, filter });
+            runs.push(Run {
+                run,
+                len,
+                filter,
+                may_have_dead: true,
+            });
         }
         let mut recent = FxHashMap::default();
         let mut rows_after = connection.prepare("SELECT prediction_id, seq FROM labels WHERE seq > ?1")?;
@@ -179,7 +187,7 @@ impl LabelIndex {
 
     /// The row that holds the label of `prediction_id`, if any.
     pub(crate) fn get(&self, connection: &Connection, prediction_id: &str) -> Result<Option<LabelRow>> {
-        let Some(seq) = self.find(connection, prediction_id)? else {
+        let Some((seq, _)) = self.find(connection, prediction_id)? else {
             return Ok(None);
         };
         let mut statement = connection
@@ -195,10 +203,11 @@ impl LabelIndex {
             .optional()?)
     }
 
-    /// The `seq` of the newest entry for `prediction_id`.
-    fn find(&self, connection: &Connection, prediction_id: &str) -> Result<Option<i64>> {
+    /// The `seq` of the newest entry for `prediction_id`, and the position of
+    /// its run (none when it is in `recent`).
+    fn find(&self, connection: &Connection, prediction_id: &str) -> Result<Option<(i64, Option<usize>)>> {
         if let Some(seq) = self.recent.get(prediction_id) {
-            return Ok(Some(*seq));
+            return Ok(Some((*seq, None)));
         }
         let Some(newest) = self.runs.last() else {
             return Ok(None);
@@ -206,7 +215,7 @@ impl LabelIndex {
         let hash = newest.filter.source_hash(prediction_id);
         let mut statement =
             connection.prepare_cached("SELECT seq FROM label_runs WHERE run = ?1 AND prediction_id = ?2")?;
-        for run in self.runs.iter().rev() {
+        for (position, run) in self.runs.iter().enumerate().rev() {
             if !run.filter.contains_hash(hash) {
                 continue;
             }
@@ -214,7 +223,7 @@ impl LabelIndex {
                 .query_row(params![run.run, prediction_id], |row| row.get(0))
                 .optional()?
             {
-                return Ok(Some(seq));
+                return Ok(Some((seq, Some(position))));
             }
         }
         Ok(None)
@@ -247,13 +256,20 @@ impl LabelIndex {
 
     /// Deletes the label of `prediction_id`, if there is one.
     pub(crate) fn delete(&mut self, connection: &Connection, prediction_id: &str) -> Result<()> {
-        let Some(seq) = self.find(connection, prediction_id)? else {
+        let Some((seq, run)) = self.find(connection, prediction_id)? else {
             return Ok(());
         };
         connection
             .prepare_cached("DELETE FROM labels WHERE seq = ?1 AND prediction_id = ?2")?
             .execute(params![seq, prediction_id])?;
-        self.recent.remove(prediction_id);
+        match run {
+            None => {
+                self.recent.remove(prediction_id);
+            }
+            // Marked at once: if the transaction does not commit, the index
+            // is read back anyway.
+            Some(position) => self.runs[position].may_have_dead = true,
+        }
         Ok(())
     }
 
@@ -287,27 +303,39 @@ impl LabelIndex {
             run,
             len: entries.len(),
             filter,
+            may_have_dead: false,
         });
         // Merge while the newest MERGE_WIDTH runs (the new one included) are
         // of one size class.
-        let mut sizes: Vec<(i64, usize)> = self.runs.iter().map(|run| (run.run, run.len)).collect();
-        sizes.push((run, entries.len()));
+        let mut sizes: Vec<(i64, usize, bool)> = self
+            .runs
+            .iter()
+            .map(|run| (run.run, run.len, run.may_have_dead))
+            .collect();
+        sizes.push((run, entries.len(), false));
         let mut next_run = run + 1;
         while sizes.len() >= MERGE_WIDTH {
             let tail = &sizes[sizes.len() - MERGE_WIDTH..];
             if size_class(tail[0].1, self.flush_at) != size_class(tail[MERGE_WIDTH - 1].1, self.flush_at) {
                 break;
             }
-            let merged_runs: Vec<i64> = tail.iter().map(|(run, _)| *run).collect();
-            let expected = tail.iter().map(|(_, len)| len).sum();
-            let merged = merge_runs(connection, &merged_runs, expected, next_run)?;
+            let expected = tail.iter().map(|(_, len, _)| len).sum();
+            let check_live = tail.iter().any(|(_, _, may_have_dead)| *may_have_dead);
+            let merged = merge_runs(
+                connection,
+                tail[0].0,
+                tail[MERGE_WIDTH - 1].0,
+                expected,
+                next_run,
+                check_live,
+            )?;
             // The merged runs are the newest: those created by this flush
             // leave `new_runs`, the others are replaced in `runs`.
             let from_pending = pending.new_runs.len().min(MERGE_WIDTH);
             pending.new_runs.truncate(pending.new_runs.len() - from_pending);
             pending.replaced += MERGE_WIDTH - from_pending;
             sizes.truncate(sizes.len() - MERGE_WIDTH);
-            sizes.push((next_run, merged.len));
+            sizes.push((next_run, merged.len, false));
             pending.new_runs.push(merged);
             next_run += 1;
         }
@@ -326,76 +354,51 @@ impl LabelIndex {
     }
 }
 
-/// Merges `runs` (oldest first) into run `into`: each id keeps the entry of
-/// the newest run that has it, and only if its row still holds that id.
-/// Deletes the merged runs.
-fn merge_runs(connection: &Connection, runs: &[i64], expected: usize, into: i64) -> Result<Run> {
-    let mut statements = runs
-        .iter()
-        .map(|_| {
-            connection
-                .prepare("SELECT prediction_id, seq FROM label_runs WHERE run = ?1 ORDER BY prediction_id")
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut cursors = Vec::with_capacity(runs.len());
-    for (statement, run) in statements.iter_mut().zip(runs) {
-        cursors.push(statement.query([run])?);
-    }
-    // The head of each cursor: (id, seq).
-    let mut heads: Vec<Option<(String, i64)>> = Vec::with_capacity(runs.len());
-    for cursor in &mut cursors {
-        heads.push(next_entry(cursor)?);
-    }
+/// Merges the runs numbered `first..=last` (the newest runs) into run
+/// `into`: each id keeps the entry of the newest run that has it and, when
+/// `check_live`, only if its row still holds that id. Deletes the merged runs.
+fn merge_runs(
+    connection: &Connection,
+    first: i64,
+    last: i64,
+    expected: usize,
+    into: i64,
+    check_live: bool,
+) -> Result<Run> {
+    // SQLite's max() takes the bare column `seq` from the row with the
+    // largest run: the newest entry of each id.
+    let live = if check_live {
+        "WHERE EXISTS (SELECT 1 FROM labels WHERE labels.seq = newest.seq AND labels.prediction_id = newest.prediction_id)"
+    } else {
+        ""
+    };
+    connection.execute(
+        &format!(
+            "INSERT INTO label_runs (run, prediction_id, seq)
+             SELECT ?1, prediction_id, seq FROM (
+                 SELECT prediction_id, seq, max(run) FROM label_runs WHERE run BETWEEN ?2 AND ?3
+                 GROUP BY prediction_id
+             ) AS newest {live}
+             ORDER BY prediction_id"
+        ),
+        params![into, first, last],
+    )?;
+    connection
+        .prepare_cached("DELETE FROM label_runs WHERE run BETWEEN ?1 AND ?2")?
+        .execute(params![first, last])?;
     let mut filter = new_filter(expected);
     let mut len = 0;
-    let mut insert =
-        connection.prepare("INSERT INTO label_runs (run, prediction_id, seq) VALUES (?1, ?2, ?3)")?;
-    let mut live = connection.prepare("SELECT 1 FROM labels WHERE seq = ?1 AND prediction_id = ?2")?;
-    loop {
-        // The smallest id among the heads; on a tie the newest run wins.
-        let mut smallest: Option<usize> = None;
-        for (position, head) in heads.iter().enumerate() {
-            if let Some((id, _)) = head
-                && smallest.is_none_or(|best| {
-                    let best_id = &heads[best].as_ref().expect("a head").0;
-                    id <= best_id
-                })
-            {
-                smallest = Some(position);
-            }
-        }
-        let Some(winner) = smallest else {
-            break;
-        };
-        let (id, seq) = heads[winner].take().expect("a head");
-        for (position, head) in heads.iter_mut().enumerate() {
-            if position != winner && head.as_ref().is_some_and(|(other, _)| *other == id) {
-                *head = next_entry(&mut cursors[position])?;
-            }
-        }
-        heads[winner] = next_entry(&mut cursors[winner])?;
-        if live.exists(params![seq, id])? {
-            insert.execute(params![into, id, seq])?;
-            filter.insert(id.as_str());
-            len += 1;
-        }
-    }
-    drop(cursors);
-    let mut delete = connection.prepare_cached("DELETE FROM label_runs WHERE run = ?1")?;
-    for run in runs {
-        delete.execute([run])?;
+    let mut statement = connection.prepare_cached("SELECT prediction_id FROM label_runs WHERE run = ?1")?;
+    let mut rows = statement.query([into])?;
+    while let Some(row) = rows.next()? {
+        filter.insert(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
+        len += 1;
     }
     Ok(Run {
         run: into,
         len,
         filter,
-    })
-}
-
-fn next_entry(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(String, i64)>> {
-    Ok(match rows.next()? {
-        Some(row) => Some((row.get(0)?, row.get(1)?)),
-        None => None,
+        may_have_dead: false,
     })
 }
 
@@ -547,6 +550,45 @@ mod tests {
                 check(&mut store, &model);
             }
         }
+    }
+
+    /// A merge drops the entries of deleted labels.
+    #[test]
+    fn merges_forget_deleted_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        store.set_label_flush_at(10);
+        let insert = |store: &mut SqliteStore, numbers: std::ops::Range<u32>| {
+            store
+                .transaction(|writer| {
+                    for number in numbers.clone() {
+                        writer.insert_label(&format!("id{number:04}"), false, b"x")?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        };
+        for start in (0..40).step_by(10) {
+            insert(&mut store, start..start + 10);
+        }
+        assert_eq!(store.label_runs(), 1, "four runs of 10 merged into one");
+        store
+            .transaction(|writer| {
+                for number in (0..40).step_by(2) {
+                    writer.delete_label(&format!("id{number:04}"))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        for start in (40..160).step_by(10) {
+            insert(&mut store, start..start + 10);
+        }
+        assert_eq!(store.label_runs(), 1, "four runs of 40 merged into one");
+        let connection = rusqlite::Connection::open(dir.path().join("modelwatch.db")).unwrap();
+        let entries: i64 = connection
+            .query_row("SELECT count(*) FROM label_runs", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(entries, 140, "the 20 deleted labels left the index");
     }
 
     #[test]
