@@ -500,30 +500,9 @@ mod tests {
     type Model = BTreeMap<String, (bool, Vec<u8>)>;
 
     fn check(store: &mut SqliteStore, model: &Model) {
-        let stored: Vec<Option<StoredLabelRow>> = store
-            .transaction(|writer| (0..40).map(|number| writer.get_label(&id(number))).collect())
-            .unwrap();
-        for (number, stored) in stored.into_iter().enumerate() {
-            let expected = model.get(&id(number as u8)).map(|(held, body)| StoredLabelRow {
-                held: *held,
-                body: body.clone(),
-            });
-            assert_eq!(stored, expected, "label {}", id(number as u8));
-        }
-        let mut held = Vec::new();
-        store
-            .load_held_labels(|id, _| {
-                held.push(id.to_owned());
-                Ok(())
-            })
-            .unwrap();
-        held.sort();
-        let expected: Vec<String> = model
-            .iter()
-            .filter(|(_, (held, _))| *held)
-            .map(|(id, _)| id.clone())
-            .collect();
-        assert_eq!(held, expected);
+        let ids: Vec<String> = (0..40).map(id).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        check_ids(store, model, &ids);
     }
 
     proptest! {
@@ -582,6 +561,95 @@ mod tests {
                 check(&mut store, &model);
             }
         }
+    }
+
+    /// A version 4 database (labels in a table keyed by id) is upgraded in
+    /// place: every label is found again, held ones included.
+    #[test]
+    fn labels_of_a_version_4_database_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = rusqlite::Connection::open(dir.path().join("modelwatch.db")).unwrap();
+            connection
+                .execute_batch(
+                    "PRAGMA page_size = 65536;
+                     PRAGMA journal_mode = WAL;
+                     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+                     INSERT INTO meta VALUES ('schema_version', 4), ('labels_joined', 2);
+                     CREATE TABLE labels (
+                         prediction_id TEXT PRIMARY KEY,
+                         held INTEGER NOT NULL,
+                         body BLOB NOT NULL
+                     ) WITHOUT ROWID;
+                     CREATE INDEX labels_held ON labels (prediction_id) WHERE held = 1;
+                     INSERT INTO labels VALUES ('b', 0, x'02'), ('a', 0, x'01'), ('c', 1, x'03');",
+                )
+                .unwrap();
+        }
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        assert_eq!(store.meta("schema_version").unwrap(), 5);
+        assert_eq!(store.meta("labels_joined").unwrap(), 2);
+        let mut model = Model::new();
+        model.insert("a".into(), (false, vec![1]));
+        model.insert("b".into(), (false, vec![2]));
+        model.insert("c".into(), (true, vec![3]));
+        let found: Vec<Option<StoredLabelRow>> = store
+            .transaction(|writer| {
+                ["a", "b", "c", "d"]
+                    .iter()
+                    .map(|id| writer.get_label(id))
+                    .collect()
+            })
+            .unwrap();
+        let expected: Vec<Option<StoredLabelRow>> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| {
+                model.get(*id).map(|(held, body)| StoredLabelRow {
+                    held: *held,
+                    body: body.clone(),
+                })
+            })
+            .collect();
+        assert_eq!(found, expected);
+        // New labels go after the migrated ones, and a restart finds all.
+        store
+            .transaction(|writer| {
+                assert!(!writer.insert_label("a", false, b"\x09")?);
+                assert!(writer.insert_label("d", true, b"\x04")?);
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        model.insert("d".into(), (true, vec![4]));
+        check_ids(&mut store, &model, &["a", "b", "c", "d", "e"]);
+    }
+
+    fn check_ids(store: &mut SqliteStore, model: &Model, ids: &[&str]) {
+        let found: Vec<Option<StoredLabelRow>> = store
+            .transaction(|writer| ids.iter().map(|id| writer.get_label(id)).collect())
+            .unwrap();
+        for (id, found) in ids.iter().zip(found) {
+            let expected = model.get(*id).map(|(held, body)| StoredLabelRow {
+                held: *held,
+                body: body.clone(),
+            });
+            assert_eq!(found, expected, "label {id}");
+        }
+        let mut held = Vec::new();
+        store
+            .load_held_labels(|id, _| {
+                held.push(id.to_owned());
+                Ok(())
+            })
+            .unwrap();
+        held.sort();
+        let expected: Vec<String> = model
+            .iter()
+            .filter(|(_, (held, _))| *held)
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(held, expected);
     }
 
     /// A merge drops the entries of deleted labels.
