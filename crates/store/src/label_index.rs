@@ -10,9 +10,12 @@
 //!   On start it is rebuilt from the rows past the persisted watermark
 //!   (`meta.labels_flushed_seq`).
 //! - *runs*: past [`FLUSH_AT`] entries, `recent` is written, sorted by id, as
-//!   a run `(run, prediction_id, seq)` of `label_runs`. Runs are numbered in
-//!   order, so a run is appended to the table's right edge. Each run has a
-//!   Bloom filter in memory. When the newest [`MERGE_WIDTH`] runs are of one
+//!   a run of `label_runs`: rows `(run, first_id, entries, blob)`, each blob a
+//!   chunk of up to [`CHUNK`] sorted `(id, seq)` entries that a lookup
+//!   binary-searches in place (one SQLite row per entry made flushes and
+//!   merges most of the writer's work). Runs are numbered in order, so a run
+//!   is appended to the table's right edge. Each run has a Bloom filter in
+//!   memory. When the newest [`MERGE_WIDTH`] runs are of one
 //!   size class, they are merged into one (dropping entries whose row is
 //!   gone), so that there are few runs to look in.
 //!
@@ -27,7 +30,7 @@ use fastbloom::BloomFilter;
 use rusqlite::{Connection, OptionalExtension, params};
 use rustc_hash::FxHashMap;
 
-use crate::Result;
+use crate::{Result, StoreError};
 
 /// Entries of `recent` that make a run (about 64 bytes of memory each).
 pub(crate) const FLUSH_AT: usize = 262_144;
@@ -48,9 +51,10 @@ pub(crate) const SCHEMA: &str = "
     );
     CREATE TABLE IF NOT EXISTS label_runs (
         run INTEGER NOT NULL,
-        prediction_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (run, prediction_id)
+        first_id TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        blob BLOB NOT NULL,
+        PRIMARY KEY (run, first_id)
     ) WITHOUT ROWID;";
 
 /// Created after a migration may have replaced an older `labels`.
@@ -136,21 +140,22 @@ impl LabelIndex {
             .optional()?
             .unwrap_or(0);
         let mut sizes =
-            connection.prepare("SELECT run, count(*) FROM label_runs GROUP BY run ORDER BY run")?;
+            connection.prepare("SELECT run, sum(entries) FROM label_runs GROUP BY run ORDER BY run")?;
         let sizes: Vec<(i64, i64)> = sizes
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut runs = Vec::with_capacity(sizes.len());
         let mut max_seq = flushed;
-        let mut entries = connection.prepare("SELECT prediction_id, seq FROM label_runs WHERE run = ?1")?;
+        let mut statement = run_statement(connection)?;
         for (run, len) in sizes {
             let len = len as usize;
             let mut filter = new_filter(len);
-            let mut rows = entries.query([run])?;
-            while let Some(row) = rows.next()? {
-                filter.insert(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
-                max_seq = max_seq.max(row.get(1)?);
+            let mut cursor = RunCursor::new(&mut statement, run)?;
+            while cursor.advance()? {
+                filter.insert(utf8(&cursor.id)?);
+                max_seq = max_seq.max(cursor.seq);
             }
+            drop(cursor);
             runs.push(Run {
                 run,
                 len,
@@ -213,17 +218,19 @@ impl LabelIndex {
             return Ok(None);
         };
         let hash = newest.filter.source_hash(prediction_id);
-        let mut statement =
-            connection.prepare_cached("SELECT seq FROM label_runs WHERE run = ?1 AND prediction_id = ?2")?;
+        let mut statement = connection.prepare_cached(
+            "SELECT blob FROM label_runs WHERE run = ?1 AND first_id <= ?2 ORDER BY first_id DESC LIMIT 1",
+        )?;
         for (position, run) in self.runs.iter().enumerate().rev() {
             if !run.filter.contains_hash(hash) {
                 continue;
             }
-            if let Some(seq) = statement
-                .query_row(params![run.run, prediction_id], |row| row.get(0))
-                .optional()?
-            {
-                return Ok(Some((seq, Some(position))));
+            let mut rows = statement.query(params![run.run, prediction_id])?;
+            if let Some(row) = rows.next()? {
+                let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+                if let Some(seq) = Chunk::parse(blob)?.find(prediction_id.as_bytes())? {
+                    return Ok(Some((seq, Some(position))));
+                }
             }
         }
         Ok(None)
@@ -284,27 +291,18 @@ impl LabelIndex {
         let mut entries: Vec<(&str, i64)> = self.recent.iter().map(|(id, seq)| (&**id, *seq)).collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let run = self.next_run;
-        let mut filter = new_filter(entries.len());
-        {
-            let mut insert = connection
-                .prepare_cached("INSERT INTO label_runs (run, prediction_id, seq) VALUES (?1, ?2, ?3)")?;
-            for (id, seq) in &entries {
-                insert.execute(params![run, id, seq])?;
-                filter.insert(*id);
-            }
+        let mut builder = RunBuilder::new(run, entries.len());
+        for (id, seq) in &entries {
+            builder.push(connection, id, *seq)?;
         }
+        let flushed_run = builder.finish(connection)?;
         connection
             .prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             )?
             .execute(params![FLUSHED_KEY, self.next_seq - 1])?;
         pending.flushed = true;
-        pending.new_runs.push(Run {
-            run,
-            len: entries.len(),
-            filter,
-            may_have_dead: false,
-        });
+        pending.new_runs.push(flushed_run);
         // Merge while the newest MERGE_WIDTH runs (the new one included) are
         // of one size class.
         let mut sizes: Vec<(i64, usize, bool)> = self
@@ -352,9 +350,8 @@ impl LabelIndex {
 /// keeps the entry of the newest run that has it and, when `check_live`, only
 /// if its row still holds that id. Deletes the merged runs.
 ///
-/// The runs are read side by side in id order, so memory stays bounded
-/// whatever their size (an `INSERT ... SELECT ... GROUP BY` needs a sorter
-/// as large as the runs: it took the peak RSS from 380 to 655 MB at 7M labels).
+/// The runs are read side by side in id order, chunk by chunk, so memory
+/// stays bounded whatever their size.
 fn merge_runs(
     connection: &Connection,
     runs: &[i64],
@@ -364,74 +361,231 @@ fn merge_runs(
 ) -> Result<Run> {
     let mut statements = runs
         .iter()
-        .map(|_| {
-            connection
-                .prepare("SELECT prediction_id, seq FROM label_runs WHERE run = ?1 ORDER BY prediction_id")
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .map(|_| run_statement(connection))
+        .collect::<Result<Vec<_>>>()?;
     let mut cursors = Vec::with_capacity(runs.len());
+    let mut has_head = Vec::with_capacity(runs.len());
     for (statement, run) in statements.iter_mut().zip(runs) {
-        cursors.push(statement.query([run])?);
+        let mut cursor = RunCursor::new(statement, *run)?;
+        has_head.push(cursor.advance()?);
+        cursors.push(cursor);
     }
-    // The head of each cursor, in a buffer reused from entry to entry.
-    let mut heads: Vec<(String, i64)> = vec![(String::new(), 0); runs.len()];
-    let mut has_head: Vec<bool> = Vec::with_capacity(runs.len());
-    for (cursor, head) in cursors.iter_mut().zip(&mut heads) {
-        has_head.push(advance(cursor, head)?);
-    }
-    let mut filter = new_filter(expected);
-    let mut len = 0;
-    let mut insert =
-        connection.prepare("INSERT INTO label_runs (run, prediction_id, seq) VALUES (?1, ?2, ?3)")?;
+    let mut builder = RunBuilder::new(into, expected);
     let mut live = connection.prepare("SELECT 1 FROM labels WHERE seq = ?1 AND prediction_id = ?2")?;
     loop {
         // The smallest id among the heads; on a tie the newest run wins.
         let mut winner: Option<usize> = None;
-        for position in 0..heads.len() {
-            if has_head[position] && winner.is_none_or(|best| heads[position].0 <= heads[best].0) {
+        for position in 0..cursors.len() {
+            if has_head[position] && winner.is_none_or(|best| cursors[position].id <= cursors[best].id) {
                 winner = Some(position);
             }
         }
         let Some(winner) = winner else {
             break;
         };
-        let (id, seq) = (&heads[winner].0, heads[winner].1);
+        let seq = cursors[winner].seq;
+        let id = utf8(&cursors[winner].id)?;
         if !check_live || live.exists(params![seq, id])? {
-            insert.execute(params![into, id, seq])?;
-            filter.insert(id.as_str());
-            len += 1;
+            builder.push(connection, id, seq)?;
         }
         // Older entries of the same id are shadowed: skip them.
-        for position in 0..heads.len() {
-            if position != winner && has_head[position] && heads[position].0 == heads[winner].0 {
-                has_head[position] = advance(&mut cursors[position], &mut heads[position])?;
+        for position in 0..cursors.len() {
+            if position != winner && has_head[position] && cursors[position].id == cursors[winner].id {
+                has_head[position] = cursors[position].advance()?;
             }
         }
-        has_head[winner] = advance(&mut cursors[winner], &mut heads[winner])?;
+        has_head[winner] = cursors[winner].advance()?;
     }
     drop(cursors);
     let mut delete = connection.prepare_cached("DELETE FROM label_runs WHERE run = ?1")?;
     for run in runs {
         delete.execute([run])?;
     }
-    Ok(Run {
-        run: into,
-        len,
-        filter,
-        may_have_dead: false,
-    })
+    builder.finish(connection)
 }
 
-/// Reads the next entry of `rows` into `head`; false at the end.
-fn advance(rows: &mut rusqlite::Rows<'_>, head: &mut (String, i64)) -> Result<bool> {
-    let Some(row) = rows.next()? else {
-        return Ok(false);
-    };
-    head.0.clear();
-    head.0
-        .push_str(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
-    head.1 = row.get(1)?;
-    Ok(true)
+/// Entries per row of `label_runs`: a chunk of a run, about 5–12 KB, which
+/// stays on its B-tree page.
+#[cfg(not(test))]
+const CHUNK: usize = 256;
+/// Small in unit tests, so that their runs span many chunks.
+#[cfg(test)]
+const CHUNK: usize = 3;
+
+/// Builds a run chunk by chunk, in id order.
+struct RunBuilder {
+    run: i64,
+    /// The chunk being filled: entry bytes (id, then `seq` as 8 bytes LE).
+    data: Vec<u8>,
+    /// The end of each entry in `data`.
+    ends: Vec<u32>,
+    first: String,
+    len: usize,
+    filter: BloomFilter,
+}
+
+impl RunBuilder {
+    fn new(run: i64, expected: usize) -> Self {
+        Self {
+            run,
+            data: Vec::with_capacity(CHUNK * 24),
+            ends: Vec::with_capacity(CHUNK),
+            first: String::new(),
+            len: 0,
+            filter: new_filter(expected),
+        }
+    }
+
+    /// Adds the next entry; ids must come in increasing order.
+    fn push(&mut self, connection: &Connection, id: &str, seq: i64) -> Result<()> {
+        if self.ends.is_empty() {
+            self.first.clear();
+            self.first.push_str(id);
+        }
+        self.data.extend_from_slice(id.as_bytes());
+        self.data.extend_from_slice(&seq.to_le_bytes());
+        self.ends.push(self.data.len() as u32);
+        self.filter.insert(id);
+        self.len += 1;
+        if self.ends.len() == CHUNK {
+            self.write_chunk(connection)?;
+        }
+        Ok(())
+    }
+
+    /// A chunk is: the entry count (u32 LE), the end of each entry (u32 LE
+    /// each, relative to the entries), then the entries.
+    fn write_chunk(&mut self, connection: &Connection) -> Result<()> {
+        let mut blob = Vec::with_capacity(4 + 4 * self.ends.len() + self.data.len());
+        blob.extend_from_slice(&(self.ends.len() as u32).to_le_bytes());
+        for end in &self.ends {
+            blob.extend_from_slice(&end.to_le_bytes());
+        }
+        blob.extend_from_slice(&self.data);
+        connection
+            .prepare_cached("INSERT INTO label_runs (run, first_id, entries, blob) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![self.run, self.first, self.ends.len() as i64, blob])?;
+        self.data.clear();
+        self.ends.clear();
+        Ok(())
+    }
+
+    fn finish(mut self, connection: &Connection) -> Result<Run> {
+        if !self.ends.is_empty() {
+            self.write_chunk(connection)?;
+        }
+        Ok(Run {
+            run: self.run,
+            len: self.len,
+            filter: self.filter,
+            may_have_dead: false,
+        })
+    }
+}
+
+/// A chunk of a run, read in place.
+struct Chunk<'a> {
+    ends: &'a [u8],
+    entries: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Chunk<'a> {
+    fn parse(blob: &'a [u8]) -> Result<Self> {
+        let corrupt = || StoreError::Corrupt("a chunk of label_runs is truncated".into());
+        let count =
+            u32::from_le_bytes(blob.get(..4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
+        let ends = blob.get(4..4 + 4 * count).ok_or_else(corrupt)?;
+        let entries = &blob[4 + 4 * count..];
+        let chunk = Self { ends, entries, count };
+        if count > 0 && chunk.end(count - 1) != entries.len() {
+            return Err(corrupt());
+        }
+        Ok(chunk)
+    }
+
+    fn end(&self, index: usize) -> usize {
+        u32::from_le_bytes(self.ends[4 * index..4 * index + 4].try_into().expect("4 bytes")) as usize
+    }
+
+    /// Entry `index`: its id bytes and `seq`.
+    fn entry(&self, index: usize) -> Result<(&'a [u8], i64)> {
+        let start = if index == 0 { 0 } else { self.end(index - 1) };
+        let end = self.end(index);
+        if end < start + 8 || end > self.entries.len() {
+            return Err(StoreError::Corrupt("an entry of label_runs is malformed".into()));
+        }
+        let seq = i64::from_le_bytes(self.entries[end - 8..end].try_into().expect("8 bytes"));
+        Ok((&self.entries[start..end - 8], seq))
+    }
+
+    fn find(&self, id: &[u8]) -> Result<Option<i64>> {
+        let (mut low, mut high) = (0, self.count);
+        while low < high {
+            let middle = (low + high) / 2;
+            let (entry, seq) = self.entry(middle)?;
+            match entry.cmp(id) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Ok(Some(seq)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Reads a run's entries in id order, chunk by chunk.
+struct RunCursor<'s> {
+    rows: rusqlite::Rows<'s>,
+    blob: Vec<u8>,
+    next: usize,
+    count: usize,
+    /// The current entry.
+    id: Vec<u8>,
+    seq: i64,
+}
+
+impl<'s> RunCursor<'s> {
+    fn new(statement: &'s mut rusqlite::Statement<'_>, run: i64) -> Result<Self> {
+        Ok(Self {
+            rows: statement.query([run])?,
+            blob: Vec::new(),
+            next: 0,
+            count: 0,
+            id: Vec::new(),
+            seq: 0,
+        })
+    }
+
+    /// Moves to the next entry; false at the end of the run.
+    fn advance(&mut self) -> Result<bool> {
+        while self.next == self.count {
+            let Some(row) = self.rows.next()? else {
+                return Ok(false);
+            };
+            self.blob.clear();
+            self.blob
+                .extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+            self.count = Chunk::parse(&self.blob)?.count;
+            self.next = 0;
+        }
+        let chunk = Chunk::parse(&self.blob)?;
+        let (id, seq) = chunk.entry(self.next)?;
+        self.id.clear();
+        self.id.extend_from_slice(id);
+        self.seq = seq;
+        self.next += 1;
+        Ok(true)
+    }
+}
+
+/// The statement that reads a run for [`RunCursor`].
+fn run_statement(connection: &Connection) -> Result<rusqlite::Statement<'_>> {
+    Ok(connection.prepare("SELECT blob FROM label_runs WHERE run = ?1 ORDER BY first_id")?)
+}
+
+fn utf8(id: &[u8]) -> Result<&str> {
+    std::str::from_utf8(id).map_err(|_| StoreError::Corrupt("an id in label_runs is not UTF-8".into()))
 }
 
 /// Moves the labels of a version 4 database (a table keyed by id) into the
@@ -445,9 +599,16 @@ pub(crate) fn migrate_from_keyed(connection: &Connection) -> Result<()> {
     connection.execute_batch(
         "INSERT INTO labels (prediction_id, held, body)
              SELECT prediction_id, held, body FROM labels_keyed ORDER BY prediction_id;
-         DROP TABLE labels_keyed;
-         INSERT INTO label_runs (run, prediction_id, seq) SELECT 1, prediction_id, seq FROM labels ORDER BY prediction_id;",
+         DROP TABLE labels_keyed;",
     )?;
+    let mut builder = RunBuilder::new(1, 1);
+    let mut statement = connection.prepare("SELECT prediction_id, seq FROM labels ORDER BY prediction_id")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        builder.push(connection, id, row.get(1)?)?;
+    }
+    builder.finish(connection)?;
     connection.execute(
         "INSERT INTO meta (key, value) VALUES (?1, (SELECT coalesce(max(seq), 0) FROM labels))
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -686,7 +847,7 @@ mod tests {
         assert_eq!(store.label_runs(), 1, "four runs of 40 merged into one");
         let connection = rusqlite::Connection::open(dir.path().join("modelwatch.db")).unwrap();
         let entries: i64 = connection
-            .query_row("SELECT count(*) FROM label_runs", [], |row| row.get(0))
+            .query_row("SELECT sum(entries) FROM label_runs", [], |row| row.get(0))
             .unwrap();
         assert_eq!(entries, 140, "the 20 deleted labels left the index");
     }
