@@ -109,7 +109,6 @@ pub(crate) struct Pending {
     new_runs: Vec<Run>,
     /// How many of the newest runs the merges replaced.
     replaced: usize,
-    flushed: bool,
 }
 
 fn new_filter(expected: usize) -> BloomFilter {
@@ -301,7 +300,6 @@ impl LabelIndex {
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             )?
             .execute(params![FLUSHED_KEY, self.next_seq - 1])?;
-        pending.flushed = true;
         pending.new_runs.push(flushed_run);
         // Merge while the newest MERGE_WIDTH runs (the new one included) are
         // of one size class.
@@ -336,7 +334,8 @@ impl LabelIndex {
 
     /// Applies a committed flush to memory.
     pub(crate) fn committed(&mut self, pending: Pending) {
-        if !pending.flushed {
+        // A flush always leaves a new run: the flushed one, or a merge of it.
+        if pending.new_runs.is_empty() {
             return;
         }
         self.recent.clear();
@@ -601,7 +600,10 @@ pub(crate) fn migrate_from_keyed(connection: &Connection) -> Result<()> {
              SELECT prediction_id, held, body FROM labels_keyed ORDER BY prediction_id;
          DROP TABLE labels_keyed;",
     )?;
-    let mut builder = RunBuilder::new(1, 1);
+    // Sized to the labels so that its filter is a normal one, though it is
+    // dropped: `LabelIndex::load` reads the run back on open.
+    let count: i64 = connection.query_row("SELECT count(*) FROM labels", [], |row| row.get(0))?;
+    let mut builder = RunBuilder::new(1, count as usize);
     let mut statement = connection.prepare("SELECT prediction_id, seq FROM labels ORDER BY prediction_id")?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {

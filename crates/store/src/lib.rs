@@ -286,7 +286,7 @@ impl SqliteStore {
         Ok(result)
     }
 
-    /// How many sorted runs the label index has (for tests and telemetry).
+    /// How many sorted runs the label index has (read by tests).
     pub fn label_runs(&self) -> usize {
         self.labels.runs()
     }
