@@ -329,19 +329,10 @@ fn write_quality_csv(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut prediction_files = Vec::new();
     for (model, events) in by_model {
         let regression = events.iter().any(|event| event["prediction"].is_number());
-        let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for event in &events {
-            for group in ["probabilities", "segments", "features"] {
-                if let Some(object) = event[group].as_object() {
-                    for key in object.keys() {
-                        let names = groups.entry(group).or_default();
-                        if !names.contains(key) {
-                            names.push(key.clone());
-                        }
-                    }
-                }
-            }
-        }
+        let groups: BTreeMap<&str, Vec<String>> = ["probabilities", "segments", "features"]
+            .into_iter()
+            .map(|group| (group, keys_in_order(&events, group)))
+            .collect();
         let plain = [
             "prediction_id",
             "model",
@@ -389,18 +380,7 @@ fn write_quality_csv(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut label_files = Vec::new();
     for (index, source) in [early, main, corrections].iter().enumerate() {
         let labels = lines(source);
-        let mut business: Vec<String> = Vec::new();
-        for label in &labels {
-            for key in label["business"]
-                .as_object()
-                .into_iter()
-                .flat_map(|object| object.keys())
-            {
-                if !business.contains(key) {
-                    business.push(key.clone());
-                }
-            }
-        }
+        let business = keys_in_order(&labels, "business");
         let path = dir.join(format!("labels_{index}.csv"));
         let mut writer = csv::Writer::from_path(&path).unwrap();
         let mut header = vec![
@@ -472,6 +452,24 @@ fn assert_no_differences(problems: &[String], between: &str) {
 
 /// Drops the features that have no value in a section.
 /// The events of each model, in file order.
+/// The keys of the object `field` across `rows`, in the order first seen:
+/// the columns a file of these rows has for that field.
+fn keys_in_order<V: std::borrow::Borrow<Value>>(rows: &[V], field: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for row in rows {
+        for key in row.borrow()[field]
+            .as_object()
+            .into_iter()
+            .flat_map(|object| object.keys())
+        {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    keys
+}
+
 fn group_by_model(events: &[Value]) -> BTreeMap<String, Vec<&Value>> {
     let mut by_model: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for event in events {
@@ -1004,19 +1002,7 @@ fn write_quality_parquet(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
             ("segments", "segment."),
             ("features", ""),
         ] {
-            let mut names: Vec<String> = Vec::new();
-            for event in &events {
-                for key in event[group]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|object| object.keys())
-                {
-                    if !names.contains(key) {
-                        names.push(key.clone());
-                    }
-                }
-            }
-            for name in names {
+            for name in keys_in_order(&events, group) {
                 let cells: Vec<&Value> = events.iter().map(|event| &event[group][name.as_str()]).collect();
                 let values = if cells.iter().any(|cell| cell.is_string()) {
                     Values::Text(cells.iter().map(|cell| text(cell)).collect())
@@ -1069,19 +1055,7 @@ fn write_quality_parquet(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
                         .collect(),
                 ),
             ));
-            let mut business: Vec<String> = Vec::new();
-            for label in &labels {
-                for key in label["business"]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|object| object.keys())
-                {
-                    if !business.contains(key) {
-                        business.push(key.clone());
-                    }
-                }
-            }
-            for name in business {
+            for name in keys_in_order(&labels, "business") {
                 columns.push((
                     format!("business.{name}"),
                     Values::Double(
