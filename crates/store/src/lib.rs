@@ -274,7 +274,14 @@ impl SqliteStore {
     }
 
     fn try_transaction<R>(&mut self, write: impl FnOnce(&mut dyn Writer) -> Result<R>) -> Result<R> {
-        let transaction = self.connection.transaction()?;
+        // Immediate: the write lock is taken (waiting for the alert store's
+        // short transactions) before the first read. A deferred transaction
+        // that reads first cannot write once another connection has committed
+        // since its read began: SQLite answers SQLITE_BUSY at once, without
+        // waiting, and the whole group would fail.
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut writer = SqliteWriter {
             transaction: &transaction,
             labels: &mut self.labels,
@@ -700,6 +707,35 @@ mod tests {
             bodies,
             vec![("a".into(), b"{}".to_vec()), ("b".into(), b"{}".to_vec())]
         );
+    }
+
+    /// Another connection writing while a group reads (the alert store, say)
+    /// must not fail the group.
+    #[test]
+    fn a_transaction_that_reads_first_still_writes_when_another_connection_tries_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let other = Connection::open(dir.path().join("modelwatch.db")).unwrap();
+        let other_wrote = store
+            .transaction(|writer| {
+                assert_eq!(writer.get_prediction("a")?, None);
+                // Without waiting: while the group holds the write lock, the
+                // other connection is told to retry.
+                other.pragma_update(None, "busy_timeout", 0)?;
+                let other_wrote = other
+                    .execute("INSERT INTO meta (key, value) VALUES ('other', 1)", [])
+                    .is_ok();
+                writer.insert_prediction(&row("a", b"{}"))?;
+                Ok(other_wrote)
+            })
+            .unwrap();
+        assert!(!other_wrote);
+        assert_eq!(store.count_predictions().unwrap(), 1);
+        // And once the group has committed, the other connection writes.
+        other.pragma_update(None, "busy_timeout", 1000).unwrap();
+        other
+            .execute("INSERT INTO meta (key, value) VALUES ('other', 1)", [])
+            .unwrap();
     }
 
     #[test]
