@@ -77,6 +77,30 @@ pub struct BucketKey {
 /// How many recently marked keys `Changes` remembers to skip re-marking.
 const RECENT_KEYS: usize = 4;
 
+/// The last keys marked in one of `Changes`' sets: a cache that saves
+/// allocating a key (and searching the set) for a bucket marked again.
+#[derive(Debug, Default)]
+struct RecentKeys {
+    keys: [BucketKey; RECENT_KEYS],
+    next: usize,
+}
+
+impl RecentKeys {
+    fn contains(&self, model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) -> bool {
+        self.keys.iter().any(|key| {
+            key.start_ms == start_ms
+                && key.resolution == resolution
+                && key.model == model
+                && key.version == version
+        })
+    }
+
+    fn remember(&mut self, key: &BucketKey) {
+        self.keys[self.next % RECENT_KEYS] = key.clone();
+        self.next += 1;
+    }
+}
+
 /// What a batch changed, for the store to persist in the same transaction.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -89,34 +113,40 @@ pub struct Changes {
     /// Drift summaries (hour resolution) that changed, and those gone.
     pub drift_upserts: BTreeSet<BucketKey>,
     pub drift_deletes: BTreeSet<BucketKey>,
-    /// Keys marked last; a cache only, always a subset of `upserts` or stale
-    /// entries of deleted keys (which `delete` clears).
-    recent: [BucketKey; RECENT_KEYS],
-    recent_next: usize,
+    /// Keys marked last; caches only, subsets of `upserts` and
+    /// `quality_upserts` (`delete` clears them).
+    recent: RecentKeys,
+    recent_quality: RecentKeys,
 }
 
 impl Changes {
     /// Like `upsert`, without allocating a key when it is already marked:
     /// consecutive events mostly touch the same buckets.
     fn upsert_named(&mut self, model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) {
-        let already = self.recent.iter().any(|key| {
-            key.start_ms == start_ms
-                && key.resolution == resolution
-                && key.model == model
-                && key.version == version
-        });
-        if already {
+        if self.recent.contains(model, version, resolution, start_ms) {
             return;
         }
-        let key = BucketKey {
-            model: model.to_owned(),
-            version: version.to_owned(),
-            resolution,
-            start_ms,
-        };
-        self.recent[self.recent_next % RECENT_KEYS] = key.clone();
-        self.recent_next += 1;
+        let key = key_of(model, version, resolution, start_ms);
+        self.recent.remember(&key);
         self.upsert(key);
+    }
+
+    /// Marks the quality part of a bucket, as `upsert_named` marks the other.
+    /// A label marks its series' lifetime key and its bucket's, so one of the
+    /// two is always among the recent ones.
+    fn quality_upsert_named(
+        &mut self,
+        model: &str,
+        version: &str,
+        resolution: Resolution,
+        start_ms: TimestampMs,
+    ) {
+        if self.recent_quality.contains(model, version, resolution, start_ms) {
+            return;
+        }
+        let key = key_of(model, version, resolution, start_ms);
+        self.recent_quality.remember(&key);
+        self.quality_upserts.insert(key);
     }
 
     fn drift_upsert(&mut self, model: &str, version: &str, start_ms: TimestampMs) {
@@ -138,7 +168,8 @@ impl Changes {
     }
 
     fn delete(&mut self, key: BucketKey) {
-        self.recent = Default::default();
+        self.recent = RecentKeys::default();
+        self.recent_quality = RecentKeys::default();
         self.upserts.remove(&key);
         self.quality_upserts.remove(&key);
         self.deletes.insert(key);
@@ -792,9 +823,7 @@ impl Aggregates {
         if let Scored::Class { predicted, actual } = outcome.scored {
             series.labels.observe(predicted, actual, sign);
         }
-        changes
-            .quality_upserts
-            .insert(key_of(&prediction.model, version, Resolution::Lifetime, 0));
+        changes.quality_upsert_named(&prediction.model, version, Resolution::Lifetime, 0);
         let minute = bucket_start(prediction.timestamp_ms, MINUTE_MS);
         let hour = bucket_start(prediction.timestamp_ms, HOUR_MS);
         let (resolution, start, bucket) = if let Some(bucket) = series.minutes.get_mut(&minute) {
@@ -805,9 +834,7 @@ impl Aggregates {
             return Scoring::Expired;
         };
         bucket.quality.add(&outcome, sign);
-        changes
-            .quality_upserts
-            .insert(key_of(&prediction.model, version, resolution, start));
+        changes.quality_upsert_named(&prediction.model, version, resolution, start);
         Scoring::Scored
     }
 
