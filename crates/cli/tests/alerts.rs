@@ -247,7 +247,12 @@ fn an_alert_fires_resolves_and_survives_a_restart() {
     );
 
     // modelwatch's own view of its alerting.
-    assert!(sample("modelwatch_alerts", &[("state", "firing")]) >= 1.0);
+    assert!(
+        sample(
+            "modelwatch_alerts",
+            &[("model_name", "fraud_detector"), ("state", "firing")]
+        ) >= 1.0
+    );
     assert!(sample("modelwatch_alert_evaluations_total", &[]) >= 1.0);
     assert_eq!(
         sample("modelwatch_notifications_pending", &[]),

@@ -124,7 +124,8 @@ fn variable<'a>(dashboard: &'a Value, name: &str) -> &'a Value {
 }
 
 /// The metric selectors of `expr` for the families that carry `model_name`
-/// (`ml_*`, and `ALERTS` of the generated rules): `(metric, matchers)`.
+/// (`ml_*`, `ALERTS` of the generated rules, and `modelwatch_alerts`):
+/// `(metric, matchers)`.
 fn model_selectors(expr: &str) -> Vec<(String, String)> {
     let bytes = expr.as_bytes();
     let is_identifier = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':';
@@ -141,7 +142,12 @@ fn model_selectors(expr: &str) -> Vec<(String, String)> {
             in_string = !in_string;
         }
         let starts_identifier = !in_string && (index == 0 || !is_identifier(bytes[index - 1]));
-        if starts_identifier && (expr[index..].starts_with("ml_") || expr[index..].starts_with("ALERTS")) {
+        let rest = &expr[index..];
+        if starts_identifier
+            && (rest.starts_with("ml_")
+                || rest.starts_with("ALERTS")
+                || rest.starts_with("modelwatch_alerts"))
+        {
             let end = (index..bytes.len())
                 .find(|&position| !is_identifier(bytes[position]))
                 .unwrap_or(bytes.len());
@@ -232,15 +238,10 @@ fn assert_well_formed(dashboard: &Value) {
                 );
                 metrics_shown.insert(metric.clone());
             }
-            // modelwatch_alerts counts the alerts of every model and has no
-            // model_name label: the one family the model variable cannot narrow.
-            if selectors.is_empty() {
-                assert!(
-                    expr.contains("modelwatch_alerts"),
-                    "{name}: a query that reads no model's series: {expr}"
-                );
-                metrics_shown.insert("modelwatch_alerts".to_owned());
-            }
+            assert!(
+                !selectors.is_empty(),
+                "{name}: a query that reads no model's series: {expr}"
+            );
         }
     }
     for metric in REQUIRED_METRICS {

@@ -593,16 +593,20 @@ fn slo_row(layout: &mut Layout, rules: &[Rule], slos: &[Slo]) {
 
 fn alerts_row(layout: &mut Layout) {
     layout.row("Alerts");
-    // modelwatch_alerts counts the alerts of every model and carries no
-    // model_name label: the one query here the model variable cannot narrow.
     layout.add(
         Panel::stat("Alerts (modelwatch)", "short")
             .describe(
-                "Alerts pending and firing as modelwatch's own evaluator last found them, summed over \
-                 instances. Counted over all models: this gauge has no model_name label.",
+                "Alerts pending and firing for the selected models, as modelwatch's own evaluator last \
+                 found them, summed over instances.",
             )
-            .target(r#"sum(modelwatch_alerts{state="firing"})"#.to_owned(), "firing")
-            .target(r#"sum(modelwatch_alerts{state="pending"})"#.to_owned(), "pending")
+            .target(
+                format!(r#"sum(modelwatch_alerts{{state="firing", {MODEL_FILTER}}})"#),
+                "firing",
+            )
+            .target(
+                format!(r#"sum(modelwatch_alerts{{state="pending", {MODEL_FILTER}}})"#),
+                "pending",
+            )
             .thresholds(Thresholds {
                 steps: vec![(None, "green"), (Some(1.0), "red")],
                 lines: false,

@@ -359,6 +359,7 @@ impl Collector for StateCollector {
         }) {
             *cache = Some(quality_gauges(&aggregates, &self.shared.config.metrics, now_ms));
         }
+        let model_names: Vec<String> = aggregates.models.keys().cloned().collect();
         drop(aggregates);
         let gauges = cache.as_ref().expect("computed above");
         let mut family = encoder.encode_descriptor(
@@ -518,21 +519,26 @@ impl Collector for StateCollector {
         let active = self.shared.alerts.active.read().expect("alert view lock").clone();
         let mut family = encoder.encode_descriptor(
             "modelwatch_alerts",
-            "Alerts pending or firing now, as the native evaluator last found them",
+            "Alerts pending or firing now per model, as the native evaluator last found them",
             None,
             MetricType::Gauge,
         )?;
-        for state in [AlertState::Pending, AlertState::Firing] {
-            let count = active.iter().filter(|alert| alert.state == state).count();
-            let labels = [(
-                "state",
-                if state == AlertState::Pending {
-                    "pending"
-                } else {
-                    "firing"
-                },
-            )];
-            gauge(&mut family.encode_family(&labels)?, count as f64)?;
+        // Every known model has both series, at 0 without alerts, so that a
+        // sum over a model selection is 0 rather than empty.
+        let models: std::collections::BTreeSet<&str> = model_names
+            .iter()
+            .map(String::as_str)
+            .chain(active.iter().map(|alert| alert.model.as_str()))
+            .collect();
+        for model in models {
+            for (state, name) in [(AlertState::Pending, "pending"), (AlertState::Firing, "firing")] {
+                let count = active
+                    .iter()
+                    .filter(|alert| alert.state == state && alert.model == model)
+                    .count();
+                let labels = [("model_name", model), ("state", name)];
+                gauge(&mut family.encode_family(&labels)?, count as f64)?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "modelwatch_alert_evaluations",
