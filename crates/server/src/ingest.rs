@@ -308,7 +308,11 @@ fn bound_wal(store: &SqliteStore, shared: &Shared) {
     }
     let started = Instant::now();
     match store.checkpoint() {
-        Ok(()) => {
+        Ok(false) => warn!(
+            "the WAL passed {} MiB, but a reader kept the checkpoint from truncating it; retrying after the next commit",
+            WAL_LIMIT_BYTES >> 20
+        ),
+        Ok(true) => {
             shared.telemetry.wal_truncations.fetch_add(1, Ordering::Relaxed);
             info!(
                 seconds = started.elapsed().as_secs_f64(),
@@ -447,8 +451,12 @@ fn run_writer(mut store: SqliteStore, shared: Arc<Shared>, receiver: mpsc::Recei
     }
     drop(garbage);
     let _ = janitor.join();
-    if let Err(error) = store.checkpoint() {
-        warn!(%error, "final checkpoint failed; the WAL will be replayed on next start");
+    match store.checkpoint() {
+        Ok(true) => {}
+        Ok(false) => {
+            warn!("a reader kept the final checkpoint from finishing; the WAL will be replayed on next start")
+        }
+        Err(error) => warn!(%error, "final checkpoint failed; the WAL will be replayed on next start"),
     }
     info!("writer stopped; every acknowledged event is committed");
 }

@@ -414,10 +414,14 @@ impl SqliteStore {
         std::fs::metadata(wal).map(|metadata| metadata.len()).unwrap_or(0)
     }
 
-    pub fn checkpoint(&self) -> Result<()> {
-        self.connection
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+    /// Copies the whole WAL into the database and truncates it; `false` when
+    /// a reader still on an older snapshot kept it from finishing within the
+    /// busy timeout (the WAL is then left as it is).
+    pub fn checkpoint(&self) -> Result<bool> {
+        let busy: i64 = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        Ok(busy == 0)
     }
 }
 
@@ -736,6 +740,29 @@ mod tests {
         other
             .execute("INSERT INTO meta (key, value) VALUES ('other', 1)", [])
             .unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_held_up_by_a_reader_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        store.connection.pragma_update(None, "busy_timeout", 100).unwrap();
+        let reader = Reader::open_path(&dir.path().join("modelwatch.db")).unwrap();
+        store
+            .transaction(|writer| writer.insert_prediction(&row("a", b"{}")))
+            .unwrap();
+        reader
+            .snapshot(|reader| {
+                // The snapshot starts with the first read; the commit below
+                // leaves it older than the WAL's end.
+                assert!(reader.get_prediction("a")?.is_some());
+                store.transaction(|writer| writer.insert_prediction(&row("b", b"{}")))?;
+                assert!(!store.checkpoint()?, "a reader on an old snapshot holds the WAL");
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.checkpoint().unwrap());
+        assert_eq!(store.wal_bytes(), 0);
     }
 
     #[test]
