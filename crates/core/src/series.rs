@@ -86,18 +86,27 @@ struct RecentKeys {
 }
 
 impl RecentKeys {
-    fn contains(&self, model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) -> bool {
-        self.keys.iter().any(|key| {
+    /// The key to mark, unless it is among the recent ones; remembered then.
+    fn new_key(
+        &mut self,
+        model: &str,
+        version: &str,
+        resolution: Resolution,
+        start_ms: TimestampMs,
+    ) -> Option<BucketKey> {
+        let recent = self.keys.iter().any(|key| {
             key.start_ms == start_ms
                 && key.resolution == resolution
                 && key.model == model
                 && key.version == version
-        })
-    }
-
-    fn remember(&mut self, key: &BucketKey) {
+        });
+        if recent {
+            return None;
+        }
+        let key = key_of(model, version, resolution, start_ms);
         self.keys[self.next % RECENT_KEYS] = key.clone();
         self.next += 1;
+        Some(key)
     }
 }
 
@@ -123,12 +132,9 @@ impl Changes {
     /// Like `upsert`, without allocating a key when it is already marked:
     /// consecutive events mostly touch the same buckets.
     fn upsert_named(&mut self, model: &str, version: &str, resolution: Resolution, start_ms: TimestampMs) {
-        if self.recent.contains(model, version, resolution, start_ms) {
-            return;
+        if let Some(key) = self.recent.new_key(model, version, resolution, start_ms) {
+            self.upsert(key);
         }
-        let key = key_of(model, version, resolution, start_ms);
-        self.recent.remember(&key);
-        self.upsert(key);
     }
 
     /// Marks the quality part of a bucket, as `upsert_named` marks the other.
@@ -141,12 +147,9 @@ impl Changes {
         resolution: Resolution,
         start_ms: TimestampMs,
     ) {
-        if self.recent_quality.contains(model, version, resolution, start_ms) {
-            return;
+        if let Some(key) = self.recent_quality.new_key(model, version, resolution, start_ms) {
+            self.quality_upserts.insert(key);
         }
-        let key = key_of(model, version, resolution, start_ms);
-        self.recent_quality.remember(&key);
-        self.quality_upserts.insert(key);
     }
 
     fn drift_upsert(&mut self, model: &str, version: &str, start_ms: TimestampMs) {
