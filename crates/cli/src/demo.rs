@@ -12,6 +12,15 @@
 //!
 //! Alerts expected: `MLModelHighLatency` (its action calls `rollback`),
 //! `MLModelAccuracyDrop` (calls `retrain`) and `MLModelDataDrift`.
+//!
+//! The simulated clock is the server's and never waits for the simulation:
+//! at `--speed 600` every 100 ms that a batch takes to be committed is a
+//! simulated minute in which the server sees no traffic. The alert rules
+//! look at the last 5 simulated minutes, so a sender that falls half a wall
+//! second behind makes `MLModelDown` fire and leaves the latency spike out of
+//! the windows that `MLModelHighLatency` evaluates. Hence the demo keeps its
+//! commits cheap (no fsync per commit), paces its ticks on deadlines, never
+//! drops a batch, and says so when it falls behind anyway.
 
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -36,6 +45,16 @@ const BASELINE_AT_MS: i64 = HOUR_MS + 5 * MINUTE_MS;
 const DEGRADE_AT_MS: i64 = 2 * HOUR_MS;
 const SPIKE_UNTIL_MS: i64 = 2 * HOUR_MS + 45 * MINUTE_MS;
 const TICK: Duration = Duration::from_millis(50);
+/// How far (in simulated time) the newest sent event may trail the clock
+/// before the demo warns that alerts may fire for its own lag: the alert
+/// rules' shortest range is 5 minutes.
+const LAG_WARNING_MS: i64 = 2 * MINUTE_MS;
+/// Attempts at a POST before its batch is given up.
+const POST_ATTEMPTS: u32 = 5;
+/// The wait before the first retry of a failed POST; it doubles after each.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest wait a `Retry-After` may impose between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -61,9 +80,16 @@ pub struct DemoArgs {
 /// The demo's config: the built-in rules with shorter windows (a demo lasts
 /// hours, not weeks), remediation actions and a webhook that point at the
 /// demo's own receiver, and the seed's SLOs.
+///
+/// Commits skip the fsync (`synchronous: normal`): they still survive a crash
+/// of the demo, and a demo's data is not worth a power loss guarantee, while
+/// an fsync that stalls behind other disk writers stalls the simulation's
+/// traffic for simulated minutes (see the module docs).
 fn demo_config(receiver: SocketAddr) -> String {
     format!(
-        r#"alerts:
+        r#"storage:
+  synchronous: normal
+alerts:
   evaluation_interval: 1s
   rules:
     MLModelHighLatency:
@@ -271,20 +297,43 @@ impl Simulation {
     fn run(&mut self, stopping: &AtomicBool, duration_ms: Option<i64>) {
         let mut last_ms = self.clock.now_ms();
         let mut last_poll = std::time::Instant::now();
+        // Ticks are paced on deadlines, not by sleeping after the work: a
+        // slow tick is followed at once by the next, which catches up.
+        let mut next_tick = std::time::Instant::now();
+        let mut warned_lag_ms = 0;
         while !stopping.load(Ordering::Acquire) {
-            std::thread::sleep(TICK);
+            next_tick += TICK;
+            let now = std::time::Instant::now();
+            if next_tick > now {
+                std::thread::sleep(next_tick - now);
+            } else {
+                next_tick = now;
+            }
             let now_ms = self.clock.now_ms();
             if duration_ms.is_some_and(|duration| now_ms - self.start_ms >= duration) {
                 return;
             }
+            // What the server has gone without: the events since the last
+            // tick were sent only now.
+            let lag_ms = now_ms - last_ms;
+            if lag_ms >= LAG_WARNING_MS && lag_ms > warned_lag_ms {
+                warned_lag_ms = lag_ms;
+                eprintln!(
+                    "demo: {} the simulation fell {} s of simulated time behind the clock \
+                     (the machine is too busy for --speed {}); alerts such as MLModelDown may fire for it",
+                    self.elapsed_text(now_ms),
+                    lag_ms / 1000,
+                    self.clock.speed()
+                );
+            }
             let predictions = self.predictions(last_ms, now_ms);
             last_ms = now_ms;
-            self.post("/v1/predictions", predictions);
+            self.post("/v1/predictions", predictions, stopping);
             let mut due = Vec::new();
             while self.labels.peek().is_some_and(|label| label.due_ms <= now_ms) {
                 due.push(self.labels.pop().expect("peeked").body);
             }
-            self.post("/v1/labels", due);
+            self.post("/v1/labels", due, stopping);
             let elapsed = now_ms - self.start_ms;
             if !self.baseline_frozen && elapsed >= BASELINE_AT_MS {
                 self.freeze_baseline();
@@ -308,18 +357,59 @@ impl Simulation {
         format!("[sim {}h{:02}]", minutes / 60, minutes % 60)
     }
 
-    fn post(&self, path: &str, lines: Vec<String>) {
+    /// Sends a batch, retrying while the server is busy (429) or
+    /// unreachable: a lost batch is simulated minutes without traffic. A
+    /// retry cannot double anything: the server drops predictions and labels
+    /// it already stored.
+    fn post(&self, path: &str, lines: Vec<String>, stopping: &AtomicBool) {
         if lines.is_empty() {
             return;
         }
-        let result = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("Content-Type", "application/x-ndjson")
-            .body(lines.join("\n"))
-            .send();
-        if let Err(error) = result.and_then(|response| response.error_for_status()) {
-            eprintln!("demo: POST {path} failed: {error}");
+        let body = lines.join("\n");
+        let mut retry_delay = FIRST_RETRY_DELAY;
+        for attempt in 1..=POST_ATTEMPTS {
+            let result = self
+                .client
+                .post(format!("{}{path}", self.base))
+                .header("Content-Type", "application/x-ndjson")
+                .body(body.clone())
+                .send();
+            let delay = match result {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response)
+                    if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
+                        && attempt < POST_ATTEMPTS =>
+                {
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|text| text.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    retry_after.unwrap_or(retry_delay).min(MAX_RETRY_DELAY)
+                }
+                Ok(response) => {
+                    // Still busy after every attempt, or a refused batch (a
+                    // bug of the simulation, which retrying cannot help).
+                    let status = response.status();
+                    let answer = response.text().unwrap_or_default();
+                    eprintln!("demo: POST {path} answered {status}: {answer}");
+                    return;
+                }
+                Err(error) if attempt == POST_ATTEMPTS => {
+                    eprintln!("demo: POST {path} failed {POST_ATTEMPTS} times, dropping its batch: {error}");
+                    return;
+                }
+                Err(error) => {
+                    eprintln!("demo: POST {path} failed (attempt {attempt}), retrying: {error}");
+                    retry_delay
+                }
+            };
+            if stopping.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(delay);
+            retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY);
         }
     }
 
