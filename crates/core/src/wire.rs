@@ -1430,3 +1430,78 @@ where
         other => Err(context.reject_at(path, Problem::type_mismatch("an object", &other))),
     }
 }
+
+/// The wire's rules as yes-or-no tests on single values, for readers that
+/// check a column at a time (the report's Parquet path). Each test is built
+/// from the same checks the field readers apply, and says yes only when the
+/// field reader would accept the value and read it as given: a reader that
+/// gets a no sends the row through the field readers, which name the error.
+pub mod accept {
+    use super::{
+        ParseLimits, WireTimestamp, check_finite, check_label_value, check_length, check_model_name,
+        check_non_empty, check_unit_interval, resolve_timestamp,
+    };
+    use crate::event::TimestampMs;
+
+    /// `prediction_id`.
+    pub fn prediction_id(text: &str, limits: &ParseLimits) -> bool {
+        check_length(text, limits).is_ok() && check_non_empty(text).is_ok()
+    }
+
+    /// `model`.
+    pub fn model(text: &str, limits: &ParseLimits) -> bool {
+        check_length(text, limits).is_ok() && check_model_name(text).is_ok()
+    }
+
+    /// `version` and `error_type`.
+    pub fn label_value(text: &str, limits: &ParseLimits) -> bool {
+        check_length(text, limits).is_ok() && check_label_value(text).is_ok()
+    }
+
+    /// A class given as text: `prediction` or `actual`.
+    pub fn class(text: &str, limits: &ParseLimits) -> bool {
+        check_length(text, limits).is_ok()
+    }
+
+    /// A number that must be finite: a regression output or actual, a
+    /// numeric feature, a business value.
+    pub fn finite(number: f64) -> bool {
+        check_finite(number).is_ok()
+    }
+
+    /// `confidence`.
+    pub fn confidence(number: f64) -> bool {
+        check_finite(number).is_ok() && check_unit_interval(number).is_ok()
+    }
+
+    /// `latency_seconds`.
+    pub fn latency(number: f64) -> bool {
+        check_finite(number).is_ok() && (0.0..=super::MAX_LATENCY_SECONDS).contains(&number)
+    }
+
+    /// `timestamp` given as Unix seconds: its time in milliseconds, when it is
+    /// accepted for an event received at `received_at_ms`.
+    pub fn timestamp_seconds(
+        seconds: f64,
+        received_at_ms: TimestampMs,
+        limits: &ParseLimits,
+    ) -> Option<TimestampMs> {
+        resolve_timestamp(WireTimestamp::UnixSeconds(seconds), received_at_ms, limits).ok()
+    }
+
+    /// The names of an entries object (`features`, `business`) that always
+    /// carries the same keys: the reader's key checks pass for every subset
+    /// of them in this order.
+    pub fn entry_names<'a>(
+        names: impl ExactSizeIterator<Item = &'a str> + Clone,
+        max_entries: usize,
+        limits: &ParseLimits,
+    ) -> bool {
+        names.len() <= max_entries
+            && names.clone().all(|name| name.len() <= limits.max_string_bytes)
+            && names
+                .clone()
+                .enumerate()
+                .all(|(index, name)| names.clone().take(index).all(|earlier| earlier != name))
+    }
+}
