@@ -18,27 +18,36 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-use hashbrown::HashTable;
 use modelwatch_core::aggregate::{self, Bucket, FoldedFeature, FoldedNames};
 use modelwatch_core::drift::DriftSummary;
-use modelwatch_core::event::{FeatureValue, LabelEvent, Prediction, PredictionEvent, Status};
-use modelwatch_core::limits::{CardinalityLimits, ModelLimits, OTHER};
+use modelwatch_core::event::{Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status};
+use modelwatch_core::limits::{CardinalityLimits, Dimension, ModelLimits, OTHER};
 use modelwatch_core::quality::{Outcome, Quality, QualityBucket, Scored, Sign};
 use modelwatch_core::series::{ModelKind, Refusal, observe_drift};
 use modelwatch_core::time::bucket_start;
 use rustc_hash::FxHashMap;
 
 use crate::ReportError;
-use crate::input::{Chunk, InputFile, Parsed, RowProblem, RowReader, read_chunks};
+use crate::columnar::{
+    self, ColumnBatch, FastCommit, FastPlan, LabelBatch, LabelPlan, NO_CLASS, RowKind, UNLISTED,
+};
+use crate::input::{
+    Chunk, InputFile, LabelBatchOrRows, Parsed, PredictionBatch, RowProblem, RowReader, read_chunks,
+};
+use crate::parquet_input::ColumnCells;
 
 /// How many parsed chunks wait for their turn at most, per worker.
 const QUEUED_CHUNKS: usize = 2;
 
-/// The id hash: fixed seeds, so that a run is reproducible.
-fn id_hash(id: &str) -> u64 {
-    foldhash::quality::FixedState::with_seed(0x6d6f_6465_6c77_6174).hash_one(id)
+/// The id hash: fixed seeds, so that a run is reproducible. Never 0, which
+/// marks an empty slot of the join map (the ids hashing to 0 and 1 are told
+/// apart no better than any two ids sharing a hash).
+pub(crate) fn id_hash(id: &str) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x6d6f_6465_6c77_6174)
+        .hash_one(id)
+        .max(1)
 }
 
 /// "Nothing": no prediction to score, or no actual that fits.
@@ -46,7 +55,7 @@ const NONE: u64 = u64::MAX;
 const UNLABELED: u32 = 0;
 const LABELED_WITHOUT_BUSINESS: u32 = 1;
 
-/// One prediction in the join map (its id's hash is in the table).
+/// One prediction in the join map.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// Class index (classifiers) or the output's bits (regression), or NONE.
@@ -61,80 +70,128 @@ struct Entry {
     label: u32,
 }
 
-const ENTRY_CHUNK_BITS: u32 = 16;
-
-/// Prediction entries, in chunks (no copy of the whole when it grows), and a
-/// hash table of their ids' hashes and indices. The hash is in the table, so
-/// that a lookup reads one slot of the table, not also an entry elsewhere in
-/// memory: with millions of predictions, each of those reads is a cache miss.
-#[derive(Default)]
-struct JoinMap {
-    table: HashTable<(u64, u32)>,
-    chunks: Vec<Vec<Entry>>,
-    len: u32,
+/// One slot of the join map: an id's hash (0: empty) and its prediction.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    entry: Entry,
 }
 
+const EMPTY: Slot = Slot {
+    hash: 0,
+    entry: Entry {
+        predicted: NONE,
+        actual: NONE,
+        cell: 0,
+        segments: 0,
+        label: UNLABELED,
+    },
+};
+
+/// The predictions by their ids' hashes: one open-addressing table with
+/// linear probing, each slot holding the hash and the entry together. With
+/// millions of predictions every lookup is a cache miss, and a lookup here
+/// is one (a table of indices beside a vector of entries was two or three,
+/// and the serial step spent most of its time waiting on them).
+///
+/// An index is the slot's position: it holds until the next insertion,
+/// which may grow the table.
+struct JoinMap {
+    slots: Vec<Slot>,
+    /// `slots.len()` is a power of two; a hash's home is its top bits.
+    shift: u32,
+    len: usize,
+}
+
+impl Default for JoinMap {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+/// Most filled share of the slots (7/10): linear probing stays short.
+const LOAD_NUMERATOR: usize = 7;
+const LOAD_DENOMINATOR: usize = 10;
+
 impl JoinMap {
+    fn with_capacity(predictions: usize) -> Self {
+        let slots = (predictions * LOAD_DENOMINATOR / LOAD_NUMERATOR + 1)
+            .next_power_of_two()
+            .max(16);
+        Self {
+            slots: vec![EMPTY; slots],
+            shift: 64 - slots.trailing_zeros(),
+            len: 0,
+        }
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// The slot of `hash`, or the empty slot where it would go.
+    fn probe(&self, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut position = self.home(hash);
+        loop {
+            let slot = self.slots[position].hash;
+            if slot == hash || slot == 0 {
+                return position;
+            }
+            position = (position + 1) & mask;
+        }
+    }
+
     fn entry(&self, index: u32) -> &Entry {
-        &self.chunks[(index >> ENTRY_CHUNK_BITS) as usize][(index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
+        &self.slots[index as usize].entry
     }
 
     fn entry_mut(&mut self, index: u32) -> &mut Entry {
-        &mut self.chunks[(index >> ENTRY_CHUNK_BITS) as usize]
-            [(index & ((1 << ENTRY_CHUNK_BITS) - 1)) as usize]
-    }
-
-    fn with_capacity(predictions: usize) -> Self {
-        Self {
-            table: HashTable::with_capacity(predictions),
-            ..Self::default()
-        }
+        &mut self.slots[index as usize].entry
     }
 
     fn find(&self, hash: u64) -> Option<u32> {
-        self.table
-            .find(hash, |(slot_hash, _)| *slot_hash == hash)
-            .map(|(_, index)| *index)
+        let position = self.probe(hash);
+        (self.slots[position].hash != 0).then_some(position as u32)
     }
 
+    /// Adds a prediction whose hash is not in the map.
     fn insert(&mut self, hash: u64, entry: Entry) {
-        let index = self.len;
-        if self
-            .chunks
-            .last()
-            .is_none_or(|chunk| chunk.len() == 1 << ENTRY_CHUNK_BITS)
-        {
-            self.chunks.push(Vec::with_capacity(1 << ENTRY_CHUNK_BITS));
+        debug_assert_ne!(hash, 0);
+        if (self.len + 1) * LOAD_DENOMINATOR > self.slots.len() * LOAD_NUMERATOR {
+            self.grow();
         }
-        self.chunks
-            .last_mut()
-            .expect("a chunk was just ensured")
-            .push(entry);
+        let position = self.probe(hash);
+        debug_assert_eq!(self.slots[position].hash, 0, "a hash is inserted once");
+        self.slots[position] = Slot { hash, entry };
         self.len += 1;
-        self.table
-            .insert_unique(hash, (hash, index), |(slot_hash, _)| *slot_hash);
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::replace(self, Self::with_capacity(self.slots.len()));
+        for slot in old.slots.into_iter().filter(|slot| slot.hash != 0) {
+            let position = self.probe(slot.hash);
+            self.slots[position] = slot;
+            self.len += 1;
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.chunks.iter().flatten()
+        self.slots
+            .iter()
+            .filter(|slot| slot.hash != 0)
+            .map(|slot| &slot.entry)
     }
 
-    /// Looks up `hashes` (and reads their entries, with `entries`) without
-    /// using the answers: with millions of predictions each lookup is a
-    /// cache miss or two, and lookups done back to back, independent of each
-    /// other, overlap their misses, where the commit's own lookups, each
-    /// followed by its work, would wait for them one by one. The commit
-    /// then finds the same slots in the cache.
-    fn warm(&self, hashes: &[u64], entries: bool) {
+    /// Reads the home slots of `hashes` without using them: with millions of
+    /// predictions each is a cache miss, and reads done back to back,
+    /// independent of each other, overlap their misses, where the commit's
+    /// own lookups, each followed by its work, would wait for them one by
+    /// one. The commit then finds the same slots in the cache.
+    fn warm(&self, hashes: &[u64]) {
         let mut touched = 0u64;
         for hash in hashes {
-            if let Some(index) = self.find(*hash) {
-                touched ^= if entries {
-                    self.entry(index).predicted
-                } else {
-                    u64::from(index)
-                };
-            }
+            touched ^= self.slots[self.home(*hash)].hash;
         }
         std::hint::black_box(touched);
     }
@@ -356,74 +413,264 @@ impl Catalog {
             .collect();
         for (position, ((line, event), hash)) in events.iter_mut().zip(&hashes).enumerate() {
             if position % WARM_BATCH == 0 {
-                self.join.warm(
-                    &hashes[position..(position + WARM_BATCH).min(hashes.len())],
-                    false,
-                );
+                self.join
+                    .warm(&hashes[position..(position + WARM_BATCH).min(hashes.len())]);
             }
-            let hash = *hash;
-            if self.join.find(hash).is_some() {
-                counts.duplicates += 1;
-                counts.accepted += 1;
-                cells.push(DROPPED);
-                continue;
-            }
-            let model_index = match self.check(event, &settings.limits) {
-                Ok(index) => index,
-                Err(refusal) => {
-                    counts.rejected += 1;
-                    cells.push(DROPPED);
-                    self.problem(RowProblem {
-                        file: 0,
-                        line: *line,
-                        code: "refused",
-                        message: refusal.to_string(),
-                        field: Some(refusal.field().to_owned()),
-                    });
-                    continue;
-                }
-            };
-            counts.accepted += 1;
-            let model = &mut self.models[model_index as usize];
-            model.limits.fold_in_place(event, &settings.limits);
-            let predicted = match (&event.status, &event.prediction) {
-                (Status::Ok, Some(Prediction::Class(class))) => u64::from(model.classes.intern(class)),
-                (Status::Ok, Some(Prediction::Value(value))) => value.to_bits(),
-                _ => NONE,
-            };
-            let segments = if aggregate::labelable(event) || !event.segments.is_empty() {
-                model.segment_set(&event.segments)
-            } else {
-                0
-            };
-            let series = self.series(model_index, &event.version);
-            let cell = self.cell(CellKey {
-                series,
-                window_start_ms: settings.align_ms
-                    + bucket_start(event.timestamp_ms - settings.align_ms, settings.window_ms),
-            });
-            self.join.insert(
-                hash,
-                Entry {
-                    predicted,
-                    actual: NONE,
-                    cell,
-                    segments,
-                    label: UNLABELED,
-                },
-            );
-            cells.push(cell);
+            cells.push(self.commit_event(*line, event, *hash, counts, settings));
         }
         Committed { events, cells }
+    }
+
+    /// The serial step of one prediction event: its cell, or `DROPPED`.
+    fn commit_event(
+        &mut self,
+        line: u64,
+        event: &mut PredictionEvent,
+        hash: u64,
+        counts: &mut FileCounts,
+        settings: &Settings,
+    ) -> u32 {
+        if self.join.find(hash).is_some() {
+            counts.duplicates += 1;
+            counts.accepted += 1;
+            return DROPPED;
+        }
+        let model_index = match self.check(event, &settings.limits) {
+            Ok(index) => index,
+            Err(refusal) => {
+                counts.rejected += 1;
+                self.refused(line, &refusal);
+                return DROPPED;
+            }
+        };
+        counts.accepted += 1;
+        let model = &mut self.models[model_index as usize];
+        model.limits.fold_in_place(event, &settings.limits);
+        let predicted = match (&event.status, &event.prediction) {
+            (Status::Ok, Some(Prediction::Class(class))) => u64::from(model.classes.intern(class)),
+            (Status::Ok, Some(Prediction::Value(value))) => value.to_bits(),
+            _ => NONE,
+        };
+        let segments = if aggregate::labelable(event) || !event.segments.is_empty() {
+            model.segment_set(&event.segments)
+        } else {
+            0
+        };
+        let series = self.series(model_index, &event.version);
+        let cell = self.cell(CellKey {
+            series,
+            window_start_ms: settings.align_ms
+                + bucket_start(event.timestamp_ms - settings.align_ms, settings.window_ms),
+        });
+        self.join.insert(
+            hash,
+            Entry {
+                predicted,
+                actual: NONE,
+                cell,
+                segments,
+                label: UNLABELED,
+            },
+        );
+        cell
+    }
+
+    fn refused(&mut self, line: u64, refusal: &Refusal) {
+        self.problem(RowProblem {
+            file: 0,
+            line,
+            code: "refused",
+            message: refusal.to_string(),
+            field: Some(refusal.field().to_owned()),
+        });
+    }
+
+    /// The serial step of a columnar batch: its slow rows as events, its
+    /// fast rows from their columns, in row order. A fast row goes through
+    /// the steps of [`Catalog::commit_event`], with the folding decisions of
+    /// the batch's few distinct names remembered (a name admitted by
+    /// `ModelLimits` stays admitted, a folded one stays folded).
+    fn commit_columns(
+        &mut self,
+        batch: &mut ColumnBatch,
+        plan: &FastPlan,
+        counts: &mut FileCounts,
+        settings: &Settings,
+    ) -> (FastCommit, Committed) {
+        let rows = batch.rows();
+        counts.rows += rows as u64;
+        counts.rejected += batch.slow.problems.len() as u64;
+        for problem in std::mem::take(&mut batch.slow.problems) {
+            self.problem(problem);
+        }
+        let mut slow_events = std::mem::take(&mut batch.slow.events).into_iter();
+        let mut slow = Committed {
+            events: Vec::new(),
+            cells: Vec::new(),
+        };
+        let mut names = BatchNames::new(batch, plan);
+        let mut commit = FastCommit {
+            cells: Vec::with_capacity(rows),
+            ..FastCommit::default()
+        };
+        for row in 0..rows {
+            if row % WARM_BATCH == 0 {
+                self.join.warm(&batch.hashes[row..(row + WARM_BATCH).min(rows)]);
+            }
+            let cell = match batch.kinds[row] {
+                RowKind::Problem => DROPPED,
+                RowKind::Slow => {
+                    let (line, mut event) = slow_events.next().expect("one event per slow row");
+                    let hash = id_hash(&event.prediction_id);
+                    let cell = self.commit_event(line, &mut event, hash, counts, settings);
+                    slow.events.push((line, event));
+                    slow.cells.push(cell);
+                    DROPPED
+                }
+                RowKind::Fast => self.commit_fast(batch, plan, row, &mut names, counts, settings),
+            };
+            commit.cells.push(cell);
+        }
+        let (class_names, feature_names) = names.resolved(batch, plan);
+        commit.class_names = class_names;
+        commit.feature_names = feature_names;
+        (commit, slow)
+    }
+
+    /// One fast row of [`Catalog::commit_columns`].
+    fn commit_fast(
+        &mut self,
+        batch: &ColumnBatch,
+        plan: &FastPlan,
+        row: usize,
+        names: &mut BatchNames,
+        counts: &mut FileCounts,
+        settings: &Settings,
+    ) -> u32 {
+        let hash = batch.hashes[row];
+        if self.join.find(hash).is_some() {
+            counts.duplicates += 1;
+            counts.accepted += 1;
+            return DROPPED;
+        }
+        let line = batch.first_line + row as u64;
+        let cells = batch.cells();
+        let local_model = batch.model[row] as usize;
+        let model_name = &batch.models.names[local_model];
+        let class = batch.class[row];
+        let value = plan.value.and_then(|column| cells[column].number(row));
+        let kind = if class != NO_CLASS {
+            Some(ModelKind::Classification)
+        } else if value.is_some() {
+            Some(ModelKind::Regression)
+        } else if plan
+            .confidence
+            .is_some_and(|column| cells[column].is_present(row))
+        {
+            Some(ModelKind::Classification)
+        } else {
+            None
+        };
+        let known = names.models[local_model];
+        let model_index = match known
+            .map_or_else(|| self.model(model_name, &settings.limits), Ok)
+            .and_then(|index| self.check_kind(index, model_name, kind).map(|()| index))
+        {
+            Ok(index) => index,
+            Err(refusal) => {
+                counts.rejected += 1;
+                self.refused(line, &refusal);
+                return DROPPED;
+            }
+        };
+        counts.accepted += 1;
+        names.models[local_model] = Some(model_index);
+        let limits = &settings.limits;
+        let model = &mut self.models[model_index as usize];
+        let folding = &mut model.limits.limits;
+        let version = batch.version[row] as usize;
+        let version_folded = names.fold(
+            folding,
+            Dimension::Version,
+            local_model * names.versions + version,
+            &batch.versions.names[version],
+            limits.max_versions_per_model,
+        );
+        let timeout = batch.timeout[row];
+        let predicted = if timeout {
+            NONE
+        } else if class != NO_CLASS {
+            let pair = local_model * names.classes + class as usize;
+            let folded = names.fold(
+                folding,
+                Dimension::Class,
+                pair,
+                &batch.classes.names[class as usize],
+                limits.max_classes_per_model,
+            );
+            let interned = &mut names.interned[pair];
+            if interned.is_none() {
+                let name = if folded {
+                    OTHER
+                } else {
+                    &batch.classes.names[class as usize]
+                };
+                *interned = Some(model.classes.intern(name));
+            }
+            u64::from(interned.expect("interned above"))
+        } else {
+            value.map_or(NONE, f64::to_bits)
+        };
+        if !names.features_settled[local_model] {
+            names.fold_features(folding, local_model, plan, cells, row, limits);
+        }
+        let labelable = !timeout && (class != NO_CLASS || value.is_some());
+        let segments = if labelable { model.segment_set(&[]) } else { 0 };
+        let pair = local_model * names.versions + version;
+        let series = match names.series[pair] {
+            Some(series) => series,
+            None => {
+                let name = if version_folded {
+                    OTHER
+                } else {
+                    batch.versions.names[version].as_str()
+                };
+                let series = self.series(model_index, name);
+                names.series[pair] = Some(series);
+                series
+            }
+        };
+        let cell = self.cell(CellKey {
+            series,
+            window_start_ms: settings.align_ms
+                + bucket_start(batch.times[row] - settings.align_ms, settings.window_ms),
+        });
+        self.join.insert(
+            hash,
+            Entry {
+                predicted,
+                actual: NONE,
+                cell,
+                segments,
+                label: UNLABELED,
+            },
+        );
+        cell
     }
 
     /// The server's checks: the model limit, and the model's kind.
     fn check(&mut self, event: &PredictionEvent, limits: &CardinalityLimits) -> Result<u32, Refusal> {
         let index = self.model(&event.model, limits)?;
+        self.check_kind(index, &event.model, ModelKind::of(event))?;
+        Ok(index)
+    }
+
+    /// A model takes predictions of one kind: the first one's.
+    fn check_kind(&mut self, index: u32, name: &str, kind: Option<ModelKind>) -> Result<(), Refusal> {
         let model = &mut self.models[index as usize];
-        match (model.kind, ModelKind::of(event)) {
+        match (model.kind, kind) {
             (Some(known), Some(this)) if known != this => Err(Refusal::KindMismatch {
-                model: event.model.clone(),
+                model: name.to_owned(),
                 kind: known.as_str(),
                 expected: match known {
                     ModelKind::Classification => "a class string",
@@ -432,9 +679,9 @@ impl Catalog {
             }),
             (None, Some(this)) => {
                 model.kind = Some(this);
-                Ok(index)
+                Ok(())
             }
-            _ => Ok(index),
+            _ => Ok(()),
         }
     }
 
@@ -456,55 +703,166 @@ impl Catalog {
         for (position, ((_, label), hash)) in parsed.events.into_iter().zip(&hashes).enumerate() {
             if position % WARM_BATCH == 0 {
                 self.join
-                    .warm(&hashes[position..(position + WARM_BATCH).min(hashes.len())], true);
+                    .warm(&hashes[position..(position + WARM_BATCH).min(hashes.len())]);
             }
-            counts.accepted += 1;
-            let Some(index) = self.join.find(*hash) else {
-                self.labels.orphaned += 1;
-                continue;
-            };
-            let entry = *self.join.entry(index);
-            let model_index = self.series[self.cells[entry.cell as usize].series as usize].0;
-            let model = &mut self.models[model_index as usize];
-            let actual = match model.kind {
-                Some(ModelKind::Regression) => label.actual.value().map_or(NONE, f64::to_bits),
-                _ => {
-                    let class = label.actual.class();
-                    let folded = model.limits.limits.fold_class(&class, &settings.limits, 1);
-                    u64::from(model.classes.intern(folded))
+            self.commit_label(&label, *hash, counts, settings, &mut business);
+        }
+    }
+
+    /// The serial step of one label event.
+    fn commit_label(
+        &mut self,
+        label: &LabelEvent,
+        hash: u64,
+        counts: &mut FileCounts,
+        settings: &Settings,
+        business: &mut Vec<(u32, f64)>,
+    ) {
+        counts.accepted += 1;
+        let Some((index, model_index)) = self.joined(hash) else {
+            return;
+        };
+        let model = &mut self.models[model_index as usize];
+        let actual = match model.kind {
+            Some(ModelKind::Regression) => label.actual.value().map_or(NONE, f64::to_bits),
+            _ => {
+                let class = label.actual.class();
+                let folded = model.limits.limits.fold_class(&class, &settings.limits, 1);
+                u64::from(model.classes.intern(folded))
+            }
+        };
+        business.clear();
+        for (name, value) in &label.business {
+            let folded = model.limits.limits.fold_business(name, &settings.limits, 0);
+            business.push((model.business.intern(folded), *value));
+        }
+        self.apply_label(index, actual, business, counts);
+    }
+
+    /// The join map's entry of a label's prediction and its model; `None`
+    /// (counted) for an orphan.
+    fn joined(&mut self, hash: u64) -> Option<(u32, u32)> {
+        let Some(index) = self.join.find(hash) else {
+            self.labels.orphaned += 1;
+            return None;
+        };
+        let cell = self.join.entry(index).cell;
+        Some((index, self.series[self.cells[cell as usize].series as usize].0))
+    }
+
+    /// Joins a label (its actual encoded as the entry's `predicted` is, its
+    /// business values by interned name) to the prediction at `index`.
+    fn apply_label(&mut self, index: u32, actual: u64, business: &[(u32, f64)], counts: &mut FileCounts) {
+        let entry = *self.join.entry(index);
+        if entry.label != UNLABELED {
+            let same = entry.actual == actual && self.business_of(entry.label) == business;
+            if same {
+                self.labels.duplicates += 1;
+                counts.duplicates += 1;
+                return;
+            }
+            self.labels.corrected += 1;
+        } else {
+            self.labels.joined += 1;
+        }
+        let label_state = if business.is_empty() {
+            LABELED_WITHOUT_BUSINESS
+        } else {
+            let start = self.business_values.len() as u32;
+            let last = business.len() - 1;
+            self.business_values
+                .extend(business.iter().enumerate().map(|(position, (name, value))| {
+                    let flag = if position == last { LAST_BUSINESS_VALUE } else { 0 };
+                    (name | flag, *value)
+                }));
+            2 + start
+        };
+        let stored = self.join.entry_mut(index);
+        stored.actual = actual;
+        stored.label = label_state;
+    }
+
+    /// The serial step of a columnar labels batch, in row order: slow rows
+    /// as events, fast rows from their columns, with each model's reading of
+    /// the batch's distinct actuals remembered (a class admitted stays
+    /// admitted; a folded one is folded again, to count it).
+    fn commit_label_batch(
+        &mut self,
+        batch: &mut LabelBatch,
+        plan: &LabelPlan,
+        counts: &mut FileCounts,
+        settings: &Settings,
+    ) {
+        let rows = batch.rows();
+        counts.rows += rows as u64;
+        counts.rejected += batch.slow.problems.len() as u64;
+        for problem in std::mem::take(&mut batch.slow.problems) {
+            self.problem(problem);
+        }
+        let mut slow_events = std::mem::take(&mut batch.slow.events).into_iter();
+        let mut business: Vec<(u32, f64)> = Vec::new();
+        let actuals = batch.actuals.names.len();
+        // Per (model, actual): the encoded actual, when it is settled.
+        let mut settled: Vec<Option<u64>> = vec![None; self.models.len() * actuals];
+        // Per (model, business column): the interned name.
+        let mut business_names: Vec<Option<u32>> = vec![None; self.models.len() * plan.business.len()];
+        let cells = &batch.buffers.cells;
+        for row in 0..rows {
+            if row % WARM_BATCH == 0 {
+                self.join.warm(&batch.hashes[row..(row + WARM_BATCH).min(rows)]);
+            }
+            match batch.kinds[row] {
+                RowKind::Problem => {}
+                RowKind::Slow => {
+                    let (_, label) = slow_events.next().expect("one event per slow row");
+                    let hash = id_hash(&label.prediction_id);
+                    self.commit_label(&label, hash, counts, settings, &mut business);
                 }
-            };
-            business.clear();
-            for (name, value) in &label.business {
-                let folded = model.limits.limits.fold_business(name, &settings.limits, 0);
-                business.push((model.business.intern(folded), *value));
-            }
-            if entry.label != UNLABELED {
-                let same = entry.actual == actual && self.business_of(entry.label) == business;
-                if same {
-                    self.labels.duplicates += 1;
-                    counts.duplicates += 1;
-                    continue;
+                RowKind::Fast => {
+                    counts.accepted += 1;
+                    let Some((index, model_index)) = self.joined(batch.hashes[row]) else {
+                        continue;
+                    };
+                    let model = &mut self.models[model_index as usize];
+                    let local = batch.actual[row];
+                    let pair = (model_index as usize * actuals).wrapping_add(usize::from(local));
+                    let actual = match (local != UNLISTED).then(|| settled[pair]).flatten() {
+                        Some(actual) => actual,
+                        None => {
+                            let text = plan.actual(cells, row);
+                            let (actual, admitted) = match model.kind {
+                                Some(ModelKind::Regression) => (
+                                    Actual::Class(text.to_owned()).value().map_or(NONE, f64::to_bits),
+                                    true,
+                                ),
+                                _ => {
+                                    let folded = model.limits.limits.fold_class(text, &settings.limits, 1);
+                                    let admitted = folded != OTHER || text == OTHER;
+                                    (u64::from(model.classes.intern(folded)), admitted)
+                                }
+                            };
+                            if local != UNLISTED && admitted {
+                                settled[pair] = Some(actual);
+                            }
+                            actual
+                        }
+                    };
+                    business.clear();
+                    for (position, column) in plan.business.iter().enumerate() {
+                        let Some(value) = cells[*column].number(row) else {
+                            continue;
+                        };
+                        let slot = &mut business_names[model_index as usize * plan.business.len() + position];
+                        let name = *slot.get_or_insert_with(|| {
+                            let name = &plan.business_names[position];
+                            let folded = model.limits.limits.fold_business(name, &settings.limits, 0);
+                            model.business.intern(folded)
+                        });
+                        business.push((name, value));
+                    }
+                    self.apply_label(index, actual, &business, counts);
                 }
-                self.labels.corrected += 1;
-            } else {
-                self.labels.joined += 1;
             }
-            let label_state = if business.is_empty() {
-                LABELED_WITHOUT_BUSINESS
-            } else {
-                let start = self.business_values.len() as u32;
-                let last = business.len() - 1;
-                self.business_values
-                    .extend(business.iter().enumerate().map(|(position, (name, value))| {
-                        let flag = if position == last { LAST_BUSINESS_VALUE } else { 0 };
-                        (name | flag, *value)
-                    }));
-                2 + start
-            };
-            let stored = self.join.entry_mut(index);
-            stored.actual = actual;
-            stored.label = label_state;
         }
     }
 
@@ -565,6 +923,129 @@ impl Catalog {
         }
         self.labels.unscorable = unscorable;
         qualities
+    }
+}
+
+/// What `ModelLimits` decided for a name: a name it admitted stays
+/// admitted, a folded one stays folded (its occurrences still counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    Unknown,
+    Admitted,
+    Folded,
+}
+
+/// The folding decisions (and interned indices) of a columnar batch's
+/// distinct names, per model of the batch: each name goes through
+/// `ModelLimits` once, not once per row.
+struct BatchNames {
+    /// Per model of the batch, its index, once known.
+    models: Vec<Option<u32>>,
+    /// Strides: the batch's distinct versions and classes.
+    versions: usize,
+    classes: usize,
+    /// Per (model, version) and (model, class) of the batch.
+    version_state: Vec<Fold>,
+    class_state: Vec<Fold>,
+    interned: Vec<Option<u32>>,
+    series: Vec<Option<u32>>,
+    /// Per model of the batch, per feature of the plan.
+    feature_state: Vec<Vec<Fold>>,
+    /// Per model: every feature admitted, nothing left to decide.
+    features_settled: Vec<bool>,
+}
+
+impl BatchNames {
+    fn new(batch: &ColumnBatch, plan: &FastPlan) -> Self {
+        let models = batch.models.names.len();
+        let versions = batch.versions.names.len().max(1);
+        let classes = batch.classes.names.len().max(1);
+        Self {
+            models: vec![None; models],
+            versions,
+            classes,
+            version_state: vec![Fold::Unknown; models * versions],
+            class_state: vec![Fold::Unknown; models * classes],
+            interned: vec![None; models * classes],
+            series: vec![None; models * versions],
+            feature_state: vec![vec![Fold::Unknown; plan.features.len()]; models],
+            features_settled: vec![plan.features.is_empty(); models],
+        }
+    }
+
+    /// Folds `name` as `ModelLimits::fold` folds it for an event; true when
+    /// it is folded into `__other__`.
+    fn fold(
+        &mut self,
+        folding: &mut ModelLimits,
+        dimension: Dimension,
+        pair: usize,
+        name: &str,
+        limit: usize,
+    ) -> bool {
+        let states = match dimension {
+            Dimension::Version => &mut self.version_state,
+            _ => &mut self.class_state,
+        };
+        if states[pair] == Fold::Admitted {
+            return false;
+        }
+        let folded = folding.fold_counted(dimension, name, limit, 1) == OTHER && name != OTHER;
+        states[pair] = if folded { Fold::Folded } else { Fold::Admitted };
+        folded
+    }
+
+    /// Folds the names of the row's present features, in column order.
+    fn fold_features(
+        &mut self,
+        folding: &mut ModelLimits,
+        model: usize,
+        plan: &FastPlan,
+        cells: &[ColumnCells],
+        row: usize,
+        limits: &CardinalityLimits,
+    ) {
+        let states = &mut self.feature_state[model];
+        for (position, column) in plan.features.iter().enumerate() {
+            if states[position] == Fold::Admitted || !cells[*column].is_present(row) {
+                continue;
+            }
+            let name = &plan.feature_names[position];
+            let folded = folding.fold_counted(Dimension::Feature, name, limits.max_features_per_model, 1)
+                == OTHER
+                && name != OTHER;
+            states[position] = if folded { Fold::Folded } else { Fold::Admitted };
+        }
+        self.features_settled[model] = states.iter().all(|state| *state == Fold::Admitted);
+    }
+
+    /// The folded class names per (model, class), and feature names per model.
+    fn resolved(&self, batch: &ColumnBatch, plan: &FastPlan) -> (Vec<Option<String>>, Vec<Vec<String>>) {
+        let classes = self
+            .class_state
+            .iter()
+            .enumerate()
+            .map(|(pair, state)| match state {
+                Fold::Unknown => None,
+                Fold::Admitted => Some(batch.classes.names[pair % self.classes].clone()),
+                Fold::Folded => Some(OTHER.to_owned()),
+            })
+            .collect();
+        let features = self
+            .feature_state
+            .iter()
+            .map(|states| {
+                states
+                    .iter()
+                    .zip(&plan.feature_names)
+                    .map(|(state, name)| match state {
+                        Fold::Folded => OTHER.to_owned(),
+                        _ => name.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        (classes, features)
     }
 }
 
@@ -728,6 +1209,18 @@ fn fold_in_place(limits: &mut ModelLimits, event: &mut PredictionEvent, cardinal
     }
 }
 
+/// A predictions chunk after the serial step.
+enum CommittedBatch {
+    Rows(Committed),
+    Columns {
+        batch: Box<ColumnBatch>,
+        plan: Arc<FastPlan>,
+        fast: FastCommit,
+        /// The batch's rows that took the row path.
+        slow: Committed,
+    },
+}
+
 /// A chunk's prediction events after the serial step, each with the cell it
 /// counts in, or `DROPPED` (a duplicate, or refused).
 pub struct Committed {
@@ -735,7 +1228,7 @@ pub struct Committed {
     cells: Vec<u32>,
 }
 
-const DROPPED: u32 = u32::MAX;
+pub(crate) const DROPPED: u32 = u32::MAX;
 
 /// A worker's aggregates: per cell, the bucket and the drift summary.
 #[derive(Default)]
@@ -744,7 +1237,7 @@ pub struct CellAggregates {
 }
 
 impl CellAggregates {
-    fn slot(&mut self, cell: u32) -> &mut (Bucket, DriftSummary) {
+    pub(crate) fn slot(&mut self, cell: u32) -> &mut (Bucket, DriftSummary) {
         let cell = cell as usize;
         if self.buckets.len() <= cell {
             self.buckets.resize_with(cell + 1, || None);
@@ -949,23 +1442,51 @@ pub fn evaluate(
         settings.threads,
         &catalog,
         progress,
-        |reader, chunk| reader.parse_predictions(chunk),
+        |reader, chunk| reader.parse_prediction_batch(chunk),
         |(catalog, counts, _), file, parsed| {
-            let mut parsed = parsed;
-            parsed.problems.iter_mut().for_each(|problem| problem.file = file);
             let before = catalog.problems.len();
-            let kept = catalog.commit_predictions(parsed, &mut counts[file], settings);
+            let committed = match parsed {
+                PredictionBatch::Rows(parsed) => {
+                    CommittedBatch::Rows(catalog.commit_predictions(parsed, &mut counts[file], settings))
+                }
+                PredictionBatch::Columns(mut batch) => {
+                    let plan = Arc::clone(
+                        predictions.1[file]
+                            .fast
+                            .as_ref()
+                            .expect("a columnar batch comes from a file with a plan"),
+                    );
+                    let (fast, slow) = catalog.commit_columns(&mut batch, &plan, &mut counts[file], settings);
+                    CommittedBatch::Columns {
+                        batch,
+                        plan,
+                        fast,
+                        slow,
+                    }
+                }
+            };
             catalog.problems[before..]
                 .iter_mut()
                 .for_each(|problem| problem.file = file);
-            kept
+            committed
         },
-        |state: &mut CellAggregates, committed: Committed| {
+        |state: &mut CellAggregates, committed: CommittedBatch| {
             let mut features = Vec::new();
-            for ((_, event), cell) in committed.events.iter().zip(&committed.cells) {
+            let rows = match &committed {
+                CommittedBatch::Rows(rows) => rows,
+                CommittedBatch::Columns { slow, .. } => slow,
+            };
+            for ((_, event), cell) in rows.events.iter().zip(&rows.cells) {
                 if *cell != DROPPED {
                     state.observe(*cell, event, with_drift, &mut features);
                 }
+            }
+            if let CommittedBatch::Columns {
+                batch, plan, fast, ..
+            } = committed
+            {
+                columnar::aggregate(&plan, &batch, &fast, with_drift, state);
+                crate::parquet_input::give_back(batch.buffers);
             }
         },
     )?;
@@ -980,15 +1501,33 @@ pub fn evaluate(
         settings.threads,
         &catalog,
         progress,
-        |reader, chunk| reader.parse_labels(chunk),
+        |reader, chunk| reader.parse_label_batch(chunk),
         |(catalog, _, counts), file, parsed| {
             let before = catalog.problems.len();
-            catalog.commit_labels(parsed, &mut counts[file], settings);
+            let buffers = match parsed {
+                LabelBatchOrRows::Rows(parsed) => {
+                    catalog.commit_labels(parsed, &mut counts[file], settings);
+                    None
+                }
+                LabelBatchOrRows::Columns(mut batch) => {
+                    let plan = labels.1[file]
+                        .fast_labels
+                        .as_ref()
+                        .expect("a columnar batch comes from a file with a plan");
+                    catalog.commit_label_batch(&mut batch, plan, &mut counts[file], settings);
+                    Some(batch.buffers)
+                }
+            };
             catalog.problems[before..]
                 .iter_mut()
                 .for_each(|problem| problem.file = label_files_offset + file);
+            buffers
         },
-        |_: &mut (), ()| {},
+        |_: &mut (), buffers| {
+            if let Some(buffers) = buffers {
+                crate::parquet_input::give_back(buffers);
+            }
+        },
     )?;
     let (mut catalog, mut prediction_files, mut label_files) = catalog.into_inner().expect("catalog lock");
     for (counts, file) in prediction_files.iter_mut().zip(predictions.0) {
@@ -1189,6 +1728,50 @@ mod tests {
                 prop_assert_eq!(&got, &expected);
             }
             prop_assert_eq!(&folding.limits.folded, &plain.folded);
+        }
+    }
+
+    fn entry(cell: u32) -> Entry {
+        Entry {
+            predicted: u64::from(cell) * 3,
+            actual: NONE,
+            cell,
+            segments: 0,
+            label: UNLABELED,
+        }
+    }
+
+    proptest! {
+        /// The join map holds what a `HashMap` of the same hashes holds,
+        /// through its growths, whatever the hashes (clustered in one home
+        /// slot or spread).
+        #[test]
+        fn the_join_map_finds_what_a_hash_map_finds(
+            hashes in proptest::collection::vec(prop_oneof![1u64..64, any::<u64>().prop_map(|hash| hash.max(1))], 0..3000),
+            capacity in 0usize..100,
+        ) {
+            let mut map = JoinMap::with_capacity(capacity);
+            let mut wanted: HashMap<u64, u32> = HashMap::new();
+            for (cell, hash) in hashes.iter().enumerate() {
+                if map.find(*hash).is_none() {
+                    prop_assert!(!wanted.contains_key(hash));
+                    map.insert(*hash, entry(cell as u32));
+                    wanted.insert(*hash, cell as u32);
+                } else {
+                    prop_assert!(wanted.contains_key(hash));
+                }
+            }
+            for (hash, cell) in &wanted {
+                let index = map.find(*hash).expect("an inserted hash is found");
+                prop_assert_eq!(map.entry(index).cell, *cell);
+                prop_assert_eq!(map.entry(index).predicted, u64::from(*cell) * 3);
+            }
+            prop_assert!(map.find(u64::MAX - 1).is_none() || wanted.contains_key(&(u64::MAX - 1)));
+            let mut cells: Vec<u32> = map.iter().map(|entry| entry.cell).collect();
+            cells.sort_unstable();
+            let mut expected: Vec<u32> = wanted.values().copied().collect();
+            expected.sort_unstable();
+            prop_assert_eq!(cells, expected);
         }
     }
 }

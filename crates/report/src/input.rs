@@ -650,6 +650,32 @@ impl<E> Default for Parsed<E> {
     }
 }
 
+/// A parsed predictions chunk: events, or a columnar batch.
+#[derive(Debug)]
+pub enum PredictionBatch {
+    Rows(Parsed<PredictionEvent>),
+    Columns(Box<crate::columnar::ColumnBatch>),
+}
+
+impl Default for PredictionBatch {
+    fn default() -> Self {
+        PredictionBatch::Rows(Parsed::default())
+    }
+}
+
+/// A parsed labels chunk: events, or a columnar batch.
+#[derive(Debug)]
+pub enum LabelBatchOrRows {
+    Rows(Parsed<LabelEvent>),
+    Columns(Box<crate::columnar::LabelBatch>),
+}
+
+impl Default for LabelBatchOrRows {
+    fn default() -> Self {
+        LabelBatchOrRows::Rows(Parsed::default())
+    }
+}
+
 /// How to read the rows of one file.
 #[derive(Debug, Clone)]
 pub struct RowReader {
@@ -658,6 +684,10 @@ pub struct RowReader {
     pub columns: Option<Columns>,
     /// The schema of a Parquet file, read once.
     pub parquet: Option<Arc<ParquetLayout>>,
+    /// The columnar plan of a Parquet predictions file it covers.
+    pub fast: Option<Arc<crate::columnar::FastPlan>>,
+    /// The columnar plan of a Parquet labels file it covers.
+    pub fast_labels: Option<Arc<crate::columnar::LabelPlan>>,
     pub default_model: Option<String>,
     pub limits: ParseLimits,
     /// The time of receipt: a row without `timestamp` gets it, as the server
@@ -760,6 +790,26 @@ impl RowReader {
         }
     }
 
+    /// A predictions chunk, columnar when the file's columns allow it.
+    pub fn parse_prediction_batch(&self, chunk: &Chunk) -> Result<PredictionBatch, ReportError> {
+        match (&self.parquet, &self.fast) {
+            (Some(layout), Some(plan)) => {
+                crate::parquet_input::parse_prediction_batch(self, layout, plan, chunk)
+                    .map(|batch| PredictionBatch::Columns(Box::new(batch)))
+            }
+            _ => self.parse_predictions(chunk).map(PredictionBatch::Rows),
+        }
+    }
+
+    /// A labels chunk, columnar when the file's columns allow it.
+    pub fn parse_label_batch(&self, chunk: &Chunk) -> Result<LabelBatchOrRows, ReportError> {
+        match (&self.parquet, &self.fast_labels) {
+            (Some(layout), Some(plan)) => crate::parquet_input::parse_label_batch(self, layout, plan, chunk)
+                .map(|batch| LabelBatchOrRows::Columns(Box::new(batch))),
+            _ => self.parse_labels(chunk).map(LabelBatchOrRows::Rows),
+        }
+    }
+
     pub fn parse_labels(&self, chunk: &Chunk) -> Result<Parsed<LabelEvent>, ReportError> {
         match &self.parquet {
             Some(layout) => crate::parquet_input::parse_labels(self, layout, chunk),
@@ -778,6 +828,8 @@ mod tests {
             format: Format::Csv,
             columns: Some(Columns::from_header(header.as_bytes(), kind, Path::new("t.csv")).unwrap()),
             parquet: None,
+            fast: None,
+            fast_labels: None,
             default_model: Some("m".to_owned()),
             limits: ParseLimits::default(),
             now_ms: 2_000_000_000_000,

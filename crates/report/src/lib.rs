@@ -9,6 +9,7 @@
 //! `core::quality`, `core::drift`). [`render`] writes it as text, JSON or a
 //! self-contained HTML page.
 
+pub mod columnar;
 pub mod engine;
 pub mod input;
 pub mod parquet_input;
@@ -241,11 +242,26 @@ fn readers(
                 }
                 Format::Ndjson => (None, None),
             };
+            // The columnar path reads the predictions files it covers.
+            let fast = match (&parquet, kind) {
+                (Some(layout), Kind::Predictions) => {
+                    columnar::FastPlan::of(layout.columns(), &options.parse_limits).map(std::sync::Arc::new)
+                }
+                _ => None,
+            };
+            let fast_labels = match (&parquet, kind) {
+                (Some(layout), Kind::Labels) => {
+                    columnar::LabelPlan::of(layout.columns(), &options.parse_limits).map(std::sync::Arc::new)
+                }
+                _ => None,
+            };
             Ok(RowReader {
                 file: offset + index,
                 format: file.format,
                 columns,
                 parquet,
+                fast,
+                fast_labels,
                 default_model: options.default_model.clone(),
                 limits: options.parse_limits.clone(),
                 now_ms: options.now_ms,

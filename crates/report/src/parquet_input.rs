@@ -27,6 +27,7 @@ use parquet::file::reader::{ChunkReader, Length, RowGroupReader};
 use parquet::file::serialized_reader::SerializedRowGroupReader;
 
 use crate::ReportError;
+use crate::columnar::{self, ColumnBatch, FastPlan, LabelBatch, LabelPlan, RowKind};
 use crate::input::{Chunk, Columns, InputFile, Kind, Parsed, Role, RowProblem, RowReader};
 
 /// Rows per slice: the unit of work of the decoding threads. Small enough
@@ -197,6 +198,10 @@ impl ParquetLayout {
 
     pub fn has_model(&self) -> bool {
         self.columns.has_model()
+    }
+
+    pub fn columns(&self) -> &Columns {
+        &self.columns
     }
 
     /// Rows in the file, as its footer says.
@@ -387,19 +392,19 @@ pub fn read_row_groups(
 
 /// The values of one column over a slice, one per row.
 #[derive(Debug, Default)]
-struct ColumnCells {
-    kind: CellKind,
-    numbers: Vec<f64>,
+pub struct ColumnCells {
+    pub(crate) kind: CellKind,
+    pub(crate) numbers: Vec<f64>,
     flags: Vec<bool>,
     text: String,
     /// End of each row's text in `text`.
     text_ends: Vec<u32>,
     /// Per row, whether it has a value; empty when every row has one.
-    present: Vec<bool>,
+    pub(crate) present: Vec<bool>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-enum CellKind {
+pub enum CellKind {
     #[default]
     Numbers,
     Flags,
@@ -407,6 +412,28 @@ enum CellKind {
 }
 
 impl ColumnCells {
+    pub(crate) fn is_present(&self, row: usize) -> bool {
+        self.present.is_empty() || self.present[row]
+    }
+
+    /// The text of a row of a text column, `None` for a null.
+    pub(crate) fn text(&self, row: usize) -> Option<&str> {
+        if !self.is_present(row) {
+            return None;
+        }
+        let start = if row == 0 {
+            0
+        } else {
+            self.text_ends[row - 1] as usize
+        };
+        Some(&self.text[start..self.text_ends[row] as usize])
+    }
+
+    /// The number of a row of a numbers column, `None` for a null.
+    pub(crate) fn number(&self, row: usize) -> Option<f64> {
+        self.is_present(row).then(|| self.numbers[row])
+    }
+
     fn value(&self, row: usize) -> Value<'_> {
         if !self.present.is_empty() && !self.present[row] {
             return Value::Null;
@@ -544,9 +571,20 @@ struct Scratch {
 /// spares the allocator (and the kernel, which zeroes every fresh page) tens
 /// of MB per slice.
 #[derive(Default)]
-struct Buffers {
+pub struct Buffers {
     scratch: Scratch,
-    cells: Vec<ColumnCells>,
+    pub(crate) cells: Vec<ColumnCells>,
+}
+
+impl fmt::Debug for Buffers {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Buffers({} columns)", self.cells.len())
+    }
+}
+
+/// Gives a batch's buffers back to the thread that decodes the next slice.
+pub fn give_back(buffers: Buffers) {
+    BUFFERS.with(|kept| kept.replace(buffers));
 }
 
 thread_local! {
@@ -877,6 +915,95 @@ pub fn parse_predictions(
     })
 }
 
+/// A slice of a predictions file for the columnar path: decoded, and each
+/// row tested (`columnar::test_rows`); rows that fail a test are read by
+/// `core::wire::typed`, as [`parse_predictions`] reads every row.
+pub fn parse_prediction_batch(
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    plan: &FastPlan,
+    chunk: &Chunk,
+) -> Result<ColumnBatch, ReportError> {
+    let slice = chunk.rows.as_ref().expect("a Parquet chunk holds rows");
+    let mut buffers = BUFFERS.with(|buffers| buffers.take());
+    decode_slice(layout, slice, &layout.path, &mut buffers)?;
+    let default_model = match layout.has_model() {
+        true => None,
+        false => reader.default_model.as_deref(),
+    };
+    let batch = columnar::test_rows(
+        plan,
+        buffers,
+        slice.rows,
+        chunk.first_line,
+        default_model,
+        reader.now_ms,
+        &reader.limits,
+        |cells, index, slow| {
+            let mut row = TypedRow::default();
+            fill_prediction(&mut row, cells, index, layout, default_model);
+            let line = chunk.first_line + index as u64;
+            match typed::prediction_from_row(&row, reader.now_ms, &reader.limits) {
+                Ok(event) => {
+                    slow.events.push((line, event));
+                    RowKind::Slow
+                }
+                Err(error) => {
+                    slow.problems.push(RowProblem::from_wire(
+                        reader.file,
+                        line,
+                        error,
+                        Some(&layout.columns),
+                    ));
+                    RowKind::Problem
+                }
+            }
+        },
+    );
+    Ok(batch)
+}
+
+/// A slice of a labels file for the columnar path (see
+/// [`parse_prediction_batch`]).
+pub fn parse_label_batch(
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    plan: &LabelPlan,
+    chunk: &Chunk,
+) -> Result<LabelBatch, ReportError> {
+    let slice = chunk.rows.as_ref().expect("a Parquet chunk holds rows");
+    let mut buffers = BUFFERS.with(|buffers| buffers.take());
+    decode_slice(layout, slice, &layout.path, &mut buffers)?;
+    let batch = columnar::test_labels(
+        plan,
+        buffers,
+        slice.rows,
+        reader.now_ms,
+        &reader.limits,
+        |cells, index, slow| {
+            let mut row = TypedRow::default();
+            fill_label(&mut row, cells, index, layout, None);
+            let line = chunk.first_line + index as u64;
+            match typed::label_from_row(&row, reader.now_ms, &reader.limits) {
+                Ok(event) => {
+                    slow.events.push((line, event));
+                    RowKind::Slow
+                }
+                Err(error) => {
+                    slow.problems.push(RowProblem::from_wire(
+                        reader.file,
+                        line,
+                        error,
+                        Some(&layout.columns),
+                    ));
+                    RowKind::Problem
+                }
+            }
+        },
+    );
+    Ok(batch)
+}
+
 /// The events of a slice of a labels file.
 pub fn parse_labels(
     reader: &RowReader,
@@ -1075,6 +1202,8 @@ mod tests {
             format: Format::Parquet,
             columns: None,
             parquet: Some(Arc::clone(&layout)),
+            fast: None,
+            fast_labels: None,
             default_model: Some("m".to_owned()),
             limits: ParseLimits::default(),
             now_ms: 2_000_000_000_000,
