@@ -9,6 +9,8 @@
 //! - Bad rows are reported with their line and field, and do not stop the
 //!   report.
 //! - The HTML report is one self-contained file with SVG charts.
+//! - Parquet files that take the columnar path give the report of the same
+//!   rows as NDJSON (the row path), ugly rows included.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -1366,5 +1368,1005 @@ fn unusable_parquet_files_stop_the_report_with_a_clear_error() {
         assert!(!output.status.success(), "{arguments:?} succeeded");
         assert!(stderr.contains(message), "{arguments:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{arguments:?}: {stderr}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The columnar Parquet path against the row path, on ugly rows.
+// ---------------------------------------------------------------------------
+
+/// A tiny linear congruential generator (Knuth's MMIX constants): the same
+/// rows on every run, with no random-number crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    fn percent(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    /// A number of thousandths in [0, whole): short in decimal, so that the
+    /// NDJSON text and the Parquet double are the same number.
+    fn thousandths(&mut self, whole: u64) -> f64 {
+        (self.next() % (whole * 1000)) as f64 / 1000.0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+/// One cell of a generated table: a null is a key left out of the NDJSON
+/// object and a null Parquet cell.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Text(String),
+    /// For timestamp columns, Unix seconds.
+    Number(f64),
+}
+
+fn text(value: &str) -> Cell {
+    Cell::Text(value.to_owned())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ColumnType {
+    Text,
+    Double,
+    Int64,
+    Timestamp(TimeUnit),
+}
+
+/// Where a column's value goes in the wire object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Field,
+    Feature,
+    /// `business.NAME` is `business: {NAME: ...}`.
+    Business,
+}
+
+type Row = BTreeMap<&'static str, Cell>;
+
+/// Rows written both as NDJSON (one wire object per line) and as Parquet
+/// (one flat column per field, feature and business value).
+struct Table {
+    columns: Vec<(&'static str, ColumnType, Slot)>,
+    /// The model that `--model` gives the rows of a Parquet file without a
+    /// `model` column: the NDJSON rows name it.
+    implied_model: Option<&'static str>,
+    rows: Vec<Row>,
+}
+
+impl Table {
+    fn cell<'a>(row: &'a Row, name: &str) -> &'a Cell {
+        row.get(name).unwrap_or(&Cell::Null)
+    }
+
+    /// One object per line, keys in column order (the order the Parquet
+    /// reader gives the fields in, so that a row with two faults is refused
+    /// for the same one), no blank line: NDJSON lines are Parquet rows.
+    fn write_ndjson(&self, path: &Path) {
+        let mut lines = String::new();
+        for row in &self.rows {
+            let mut fields: Vec<String> = self
+                .implied_model
+                .map(|model| format!("\"model\":\"{model}\""))
+                .into_iter()
+                .collect();
+            let mut features = Vec::new();
+            let mut business = Vec::new();
+            for (name, _, slot) in &self.columns {
+                let Some(json) = Self::json(name, Self::cell(row, name)) else {
+                    continue;
+                };
+                match slot {
+                    Slot::Field => {
+                        // A regression output is the wire's `prediction`, a number.
+                        let key = if *name == "prediction_value" {
+                            "prediction"
+                        } else {
+                            name
+                        };
+                        fields.push(format!("\"{key}\":{json}"));
+                    }
+                    Slot::Feature => features.push(format!("\"{name}\":{json}")),
+                    Slot::Business => {
+                        let key = name.strip_prefix("business.").unwrap();
+                        business.push(format!("\"{key}\":{json}"));
+                    }
+                }
+            }
+            for (key, entries) in [("features", features), ("business", business)] {
+                if !entries.is_empty() {
+                    fields.push(format!("\"{key}\":{{{}}}", entries.join(",")));
+                }
+            }
+            lines.push_str(&format!("{{{}}}\n", fields.join(",")));
+        }
+        std::fs::write(path, lines).unwrap();
+    }
+
+    fn json(name: &str, cell: &Cell) -> Option<String> {
+        match cell {
+            Cell::Null => None,
+            Cell::Text(text) => Some(Value::String(text.clone()).to_string()),
+            // A float `actual` column reads as text, `NaN` and `inf` too.
+            Cell::Number(number) if !number.is_finite() && name == "actual" => {
+                Some(Value::String(number.to_string()).to_string())
+            }
+            // No JSON carries a NaN or an infinity: a number out of range
+            // stands for one (see `non_finite_lines`).
+            Cell::Number(number) if !number.is_finite() => {
+                Some(if *number < 0.0 { "-1e999" } else { "1e999" }.to_owned())
+            }
+            Cell::Number(number) => Some(number.to_string()),
+        }
+    }
+
+    fn write_parquet(&self, path: &Path, rows_per_group: usize, compression: Compression) {
+        let number = |cell: &Cell| match cell {
+            Cell::Number(number) => Some(*number),
+            _ => None,
+        };
+        let columns: Vec<(String, Values)> = self
+            .columns
+            .iter()
+            .map(|(name, column_type, _)| {
+                let cells = self.rows.iter().map(|row| Self::cell(row, name));
+                let values = match column_type {
+                    ColumnType::Text => Values::Text(
+                        cells
+                            .map(|cell| match cell {
+                                Cell::Text(text) => Some(text.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    ColumnType::Double => Values::Double(cells.map(number).collect()),
+                    ColumnType::Int64 => {
+                        Values::Int64(cells.map(|cell| number(cell).map(|value| value as i64)).collect())
+                    }
+                    ColumnType::Timestamp(unit) => {
+                        let per_second = match unit {
+                            TimeUnit::MILLIS => 1e3,
+                            TimeUnit::MICROS => 1e6,
+                            TimeUnit::NANOS => 1e9,
+                        };
+                        Values::Timestamp(
+                            *unit,
+                            cells
+                                .map(|cell| number(cell).map(|seconds| (seconds * per_second).round() as i64))
+                                .collect(),
+                        )
+                    }
+                };
+                ((*name).to_owned(), values)
+            })
+            .collect();
+        parquet_files::write(path, &columns, rows_per_group, compression);
+    }
+
+    /// The lines whose row holds a NaN or an infinity in a number field:
+    /// Parquet refuses them as not finite, and NDJSON, which cannot carry
+    /// them, as malformed (its number out of range).
+    fn non_finite_lines(&self) -> Vec<u64> {
+        let mut lines = Vec::new();
+        for (index, row) in self.rows.iter().enumerate() {
+            let non_finite = row.iter().any(|(name, cell)| {
+                *name != "actual" && matches!(cell, Cell::Number(number) if !number.is_finite())
+            });
+            if non_finite {
+                lines.push(index as u64 + 1);
+            }
+        }
+        lines
+    }
+}
+
+/// A generated prediction a label can name.
+struct KnownPrediction {
+    id: String,
+    model: &'static str,
+    value: Option<f64>,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Timestamp cell of a time in milliseconds.
+fn seconds(ms: i64) -> Cell {
+    Cell::Number(ms as f64 / 1000.0)
+}
+
+/// Sets the status and error type: mostly ok (given or not), some timeouts,
+/// some errors with a type (three types for a limit of two).
+fn set_status(rng: &mut Lcg, row: &mut Row) {
+    match rng.below(100) {
+        0..40 => {}
+        40..80 => {
+            row.insert("status", text("ok"));
+        }
+        80..90 => {
+            row.insert("status", text("timeout"));
+        }
+        _ => {
+            row.insert("status", text("error"));
+            row.insert("error_type", text(rng.pick(&["db", "oom", "net"])));
+        }
+    }
+}
+
+fn set_latency(rng: &mut Lcg, row: &mut Row) {
+    let latency = match rng.below(100) {
+        0..5 => return,
+        5 => 0.0,
+        6 => 86_400.0,
+        _ => rng.thousandths(2),
+    };
+    row.insert("latency_seconds", Cell::Number(latency));
+}
+
+/// Gives a prediction row one fault, of the many a row can have.
+fn spoil_prediction(
+    rng: &mut Lcg,
+    row: &mut Row,
+    output: &'static str,
+    features: &[&'static str],
+    now_ms: i64,
+) {
+    let fault = rng.below(27);
+    let (field, cell) = match fault {
+        0 => ("prediction_id", Cell::Null),
+        1 => ("prediction_id", text("")),
+        2 => ("prediction_id", text(&"x".repeat(300))),
+        3 => ("model", Cell::Null),
+        4 => ("model", text("bad model!")),
+        5 => ("model", text(&"m".repeat(300))),
+        6 => ("latency_seconds", Cell::Number(f64::NAN)),
+        7 => ("latency_seconds", Cell::Number(f64::INFINITY)),
+        8 => ("latency_seconds", Cell::Number(-1.5)),
+        9 => ("latency_seconds", Cell::Number(90_000.0)),
+        10 => ("confidence", Cell::Number(f64::NAN)),
+        11 => ("confidence", Cell::Number(1.5)),
+        12 => ("confidence", Cell::Number(-0.25)),
+        13 => (features[rng.below(features.len())], Cell::Number(f64::NAN)),
+        14 => (
+            features[rng.below(features.len())],
+            Cell::Number(f64::NEG_INFINITY),
+        ),
+        15 => ("status", text("crashed")),
+        16 => {
+            row.remove("error_type");
+            ("status", text("error"))
+        }
+        17 => {
+            row.insert("status", text("ok"));
+            ("error_type", text("db"))
+        }
+        18 => {
+            row.remove("status");
+            ("error_type", text("db"))
+        }
+        19 => {
+            row.insert("status", text("timeout"));
+            ("error_type", text("db"))
+        }
+        20 => ("timestamp", seconds(now_ms + 24 * HOUR_MS)),
+        21 => ("timestamp", seconds(-5_000)),
+        22 => ("version", text("")),
+        23 => ("version", text("v\u{7}")),
+        24 if output == "prediction" => ("prediction", text(&"k".repeat(300))),
+        25 if output == "prediction" => ("confidence", Cell::Number(f64::INFINITY)),
+        24 => (output, Cell::Number(f64::NAN)),
+        25 => (output, Cell::Number(f64::INFINITY)),
+        _ if output == "prediction" => ("timestamp", seconds(-1)),
+        // A float timestamp column can hold a NaN.
+        _ => ("timestamp", Cell::Number(f64::NAN)),
+    };
+    row.insert(field, cell);
+}
+
+/// The first predictions file: classes (`prediction` as text), timestamps as
+/// TIMESTAMP(MILLIS), an Int64 feature, and `f_late`, null for the first
+/// half of the rows, so that it comes after four other features have taken
+/// the model's feature slots.
+fn ugly_class_predictions(
+    rng: &mut Lcg,
+    base_ms: i64,
+    now_ms: i64,
+    known: &mut Vec<KnownPrediction>,
+) -> Table {
+    const FEATURES: [&str; 6] = ["f_late", "f1", "f2", "f3", "f4", "f5"];
+    let mut columns = vec![
+        ("prediction_id", ColumnType::Text, Slot::Field),
+        ("model", ColumnType::Text, Slot::Field),
+        ("version", ColumnType::Text, Slot::Field),
+        ("status", ColumnType::Text, Slot::Field),
+        ("error_type", ColumnType::Text, Slot::Field),
+        ("timestamp", ColumnType::Timestamp(TimeUnit::MILLIS), Slot::Field),
+        ("latency_seconds", ColumnType::Double, Slot::Field),
+        ("prediction", ColumnType::Text, Slot::Field),
+        ("confidence", ColumnType::Double, Slot::Field),
+    ];
+    columns.extend(FEATURES.map(|name| (name, ColumnType::Double, Slot::Feature)));
+    columns.push(("f6", ColumnType::Int64, Slot::Feature));
+    let rows_count = 3000;
+    let mut rows = Vec::with_capacity(rows_count);
+    for index in 0..rows_count {
+        // `price` comes third, before the models past the limit: it is the
+        // regression model of the second file, and must be admitted.
+        let model = match (index, rng.below(100)) {
+            (0, _) => "fraud",
+            (1, _) => "churn",
+            (2, _) => "price",
+            (_, 0..55) => "fraud",
+            (_, 55..85) => "churn",
+            (_, 85..96) => "price",
+            _ => rng.pick(&["x1", "x2", "x3"]),
+        };
+        let mut row = Row::new();
+        // A prediction id seen before, in an earlier row group.
+        let id = if index > 600 && rng.percent(3) {
+            known[rng.below(known.len() / 2)].id.clone()
+        } else if index > 10 && rng.percent(2) {
+            // ... or a few rows before, in the same slice mostly.
+            match Table::cell(&rows[index - 1 - rng.below(10)], "prediction_id") {
+                Cell::Text(id) => id.clone(),
+                _ => format!("p{index}"),
+            }
+        } else {
+            format!("p{index}")
+        };
+        row.insert("prediction_id", Cell::Text(id));
+        row.insert("model", text(model));
+        let version = match model {
+            "fraud" if rng.percent(2) => Some("__other__"),
+            "fraud" => Some(rng.pick(&["v1", "v2", "v3", "v4", "v1", "v2"])),
+            "churn" => Some(rng.pick(&["v1", "v2"])),
+            "price" => None,
+            _ => Some("v1"),
+        };
+        if let Some(version) = version.filter(|_| !rng.percent(10)) {
+            row.insert("version", text(version));
+        }
+        set_status(rng, &mut row);
+        if !rng.percent(3) {
+            row.insert(
+                "timestamp",
+                seconds(base_ms + index as i64 * 25_000 + rng.below(1000) as i64),
+            );
+        }
+        set_latency(rng, &mut row);
+        // `price` has neither class nor confidence here: a model of no kind
+        // yet, which the second file makes a regression model.
+        if model != "price" {
+            let class = match model {
+                "fraud" if rng.percent(2) => "__other__".to_owned(),
+                "fraud" => rng.pick(&["a", "a", "b", "b", "c", "d", "e"]).to_owned(),
+                // More distinct classes than a slice's name table holds.
+                "churn" => format!("c{}", rng.below(130)),
+                _ => "a".to_owned(),
+            };
+            if !rng.percent(5) {
+                row.insert("prediction", Cell::Text(class));
+            }
+            let confidence = match rng.below(100) {
+                0..8 => None,
+                8..10 => Some(1.0),
+                10 => Some(0.0),
+                _ => Some(rng.thousandths(1)),
+            };
+            if let Some(confidence) = confidence {
+                row.insert("confidence", Cell::Number(confidence));
+            }
+        }
+        for name in FEATURES {
+            let present = match name {
+                "f_late" => index >= rows_count / 2 && rng.percent(70),
+                // The last row groups have a column without nulls.
+                "f1" if index >= 2100 => true,
+                _ => rng.percent(90),
+            };
+            if present {
+                row.insert(name, Cell::Number(rng.thousandths(10) - 5.0));
+            }
+        }
+        if rng.percent(80) {
+            row.insert("f6", Cell::Number(rng.below(100) as f64));
+        }
+        if rng.percent(6) {
+            spoil_prediction(rng, &mut row, "prediction", &FEATURES, now_ms);
+        }
+        remember(&row, None, None, known);
+        rows.push(row);
+    }
+    Table {
+        columns,
+        implied_model: None,
+        rows,
+    }
+}
+
+/// Records a row's id and model for the labels, when it has usable ones.
+fn remember(
+    row: &Row,
+    implied_model: Option<&'static str>,
+    value: Option<f64>,
+    known: &mut Vec<KnownPrediction>,
+) {
+    let Cell::Text(id) = Table::cell(row, "prediction_id") else {
+        return;
+    };
+    let model = match Table::cell(row, "model") {
+        Cell::Text(model) => ["fraud", "churn", "price", "x1", "x2", "x3"]
+            .into_iter()
+            .find(|known| known == model),
+        _ => implied_model,
+    };
+    let Some(model) = model else {
+        return;
+    };
+    if !id.is_empty() && id.len() <= 256 {
+        known.push(KnownPrediction {
+            id: id.clone(),
+            model,
+            value,
+        });
+    }
+}
+
+/// The second predictions file, read after the first: regression outputs
+/// (`prediction_value`), timestamps as float seconds, a new feature `g1`
+/// first. Its rows of `churn` and `fraud` (classifiers by then) are refused
+/// for their kind, as are `price` rows with a confidence and no output.
+fn ugly_value_predictions(
+    rng: &mut Lcg,
+    base_ms: i64,
+    now_ms: i64,
+    known: &mut Vec<KnownPrediction>,
+) -> Table {
+    const FEATURES: [&str; 3] = ["g1", "f2", "f1"];
+    let mut columns = vec![
+        ("prediction_id", ColumnType::Text, Slot::Field),
+        ("model", ColumnType::Text, Slot::Field),
+        ("version", ColumnType::Text, Slot::Field),
+        ("status", ColumnType::Text, Slot::Field),
+        ("error_type", ColumnType::Text, Slot::Field),
+        ("timestamp", ColumnType::Double, Slot::Field),
+        ("latency_seconds", ColumnType::Double, Slot::Field),
+        ("prediction_value", ColumnType::Double, Slot::Field),
+        ("confidence", ColumnType::Double, Slot::Field),
+    ];
+    columns.extend(FEATURES.map(|name| (name, ColumnType::Double, Slot::Feature)));
+    let rows_count = 1000;
+    let mut rows = Vec::with_capacity(rows_count);
+    for index in 0..rows_count {
+        let model = match rng.below(100) {
+            0..85 => "price",
+            85..91 => "churn",
+            91..95 => "fraud",
+            _ => rng.pick(&["x1", "x2", "x3"]),
+        };
+        let mut row = Row::new();
+        let id = if rng.percent(5) {
+            known[rng.below(known.len())].id.clone()
+        } else {
+            format!("q{index}")
+        };
+        row.insert("prediction_id", Cell::Text(id));
+        row.insert("model", text(model));
+        let version = match model {
+            "price" => rng.pick(&["v1", "v2", "v3"]),
+            _ => "v1",
+        };
+        if !rng.percent(10) {
+            row.insert("version", text(version));
+        }
+        set_status(rng, &mut row);
+        if !rng.percent(3) {
+            row.insert(
+                "timestamp",
+                seconds(base_ms + index as i64 * 75_000 + rng.below(1000) as i64),
+            );
+        }
+        set_latency(rng, &mut row);
+        let value = (!rng.percent(5)).then(|| rng.thousandths(100));
+        if let Some(value) = value {
+            row.insert("prediction_value", Cell::Number(value));
+        }
+        if rng.percent(10) {
+            row.insert("confidence", Cell::Number(rng.thousandths(1)));
+        }
+        for name in FEATURES {
+            if rng.percent(if name == "g1" { 60 } else { 90 }) {
+                row.insert(name, Cell::Number(rng.thousandths(20)));
+            }
+        }
+        if rng.percent(6) {
+            spoil_prediction(rng, &mut row, "prediction_value", &FEATURES, now_ms);
+        }
+        remember(&row, None, value, known);
+        rows.push(row);
+    }
+    Table {
+        columns,
+        implied_model: None,
+        rows,
+    }
+}
+
+/// A third predictions file with the fewest columns the columnar path
+/// takes, read last: no `model` column (`--model churn` names the model), no
+/// timestamp (its rows take the time of the report), no version (its rows
+/// are `unversioned`, admitted or folded as the first file left churn).
+fn minimal_predictions(rng: &mut Lcg, known: &mut Vec<KnownPrediction>) -> Table {
+    let columns = vec![
+        ("prediction_id", ColumnType::Text, Slot::Field),
+        ("prediction", ColumnType::Text, Slot::Field),
+        ("f1", ColumnType::Double, Slot::Feature),
+    ];
+    let mut rows = Vec::new();
+    for index in 0..600 {
+        let mut row = Row::new();
+        let id = if rng.percent(4) {
+            known[rng.below(known.len())].id.clone()
+        } else {
+            format!("r{index}")
+        };
+        row.insert("prediction_id", Cell::Text(id));
+        if !rng.percent(5) {
+            row.insert("prediction", Cell::Text(format!("c{}", rng.below(130))));
+        }
+        if rng.percent(80) {
+            row.insert("f1", Cell::Number(rng.thousandths(10)));
+        }
+        if rng.percent(5) {
+            let (field, cell) = match rng.below(4) {
+                0 => ("prediction_id", Cell::Null),
+                1 => ("prediction_id", text("")),
+                2 => ("prediction", text(&"k".repeat(300))),
+                _ => ("f1", Cell::Number(f64::NAN)),
+            };
+            row.insert(field, cell);
+        }
+        remember(&row, Some("churn"), None, known);
+        rows.push(row);
+    }
+    Table {
+        columns,
+        implied_model: Some("churn"),
+        rows,
+    }
+}
+
+/// A labels file of `prediction_id` and `actual` alone.
+fn minimal_labels(rng: &mut Lcg, known: &[KnownPrediction]) -> Table {
+    let columns = vec![
+        ("prediction_id", ColumnType::Text, Slot::Field),
+        ("actual", ColumnType::Text, Slot::Field),
+    ];
+    let mut rows: Vec<Row> = Vec::new();
+    for index in 0..300 {
+        let row = if index > 20 && rng.percent(5) {
+            rows[rng.below(index)].clone()
+        } else {
+            let prediction = &known[known.len() - 1 - rng.below(known.len() / 3)];
+            let mut row = Row::new();
+            row.insert("prediction_id", Cell::Text(prediction.id.clone()));
+            if !rng.percent(3) {
+                row.insert("actual", actual_for(rng, prediction, true));
+            }
+            row
+        };
+        rows.push(row);
+    }
+    Table {
+        columns,
+        implied_model: None,
+        rows,
+    }
+}
+
+/// An actual for a prediction of `model`: for classifiers a class (some
+/// unknown to the model, some past its class limit), for `price` a number
+/// (given as text in the classes file: a regression model parses it).
+fn actual_for(rng: &mut Lcg, prediction: &KnownPrediction, as_text: bool) -> Cell {
+    match prediction.model {
+        "price" => {
+            let value = prediction.value.unwrap_or(50.0) + rng.thousandths(4) - 2.0;
+            match (as_text, rng.percent(20)) {
+                (true, true) => text("not a number"),
+                (true, false) => Cell::Text(value.to_string()),
+                (false, _) => Cell::Number(value),
+            }
+        }
+        "fraud" if as_text => text(rng.pick(&["a", "b", "c", "d", "e", "zz", "__other__"])),
+        "churn" if as_text => Cell::Text(format!("c{}", rng.below(130))),
+        // A number for a classifier names the class spelled as the number.
+        "fraud" | "churn" => Cell::Number(rng.pick(&["1", "2", "2.5"]).parse().unwrap()),
+        _ if as_text => text("a"),
+        _ => Cell::Number(1.0),
+    }
+}
+
+/// A labels file: joined labels, orphans, identical resends, corrections
+/// (a different actual for an id labeled before), and faults. `as_text`:
+/// a string `actual` column (else a double one) and two business columns
+/// for a limit of one.
+fn ugly_labels(rng: &mut Lcg, as_text: bool, base_ms: i64, now_ms: i64, known: &[KnownPrediction]) -> Table {
+    let mut columns = vec![
+        ("prediction_id", ColumnType::Text, Slot::Field),
+        (
+            "actual",
+            if as_text {
+                ColumnType::Text
+            } else {
+                ColumnType::Double
+            },
+            Slot::Field,
+        ),
+        (
+            "timestamp",
+            ColumnType::Timestamp(if as_text {
+                TimeUnit::MICROS
+            } else {
+                TimeUnit::NANOS
+            }),
+            Slot::Field,
+        ),
+        ("business.revenue", ColumnType::Double, Slot::Business),
+    ];
+    if as_text {
+        columns.push(("business.cost", ColumnType::Double, Slot::Business));
+    }
+    let rows_count = if as_text { 1500 } else { 600 };
+    let regression: Vec<&KnownPrediction> = known.iter().filter(|known| known.model == "price").collect();
+    let mut rows: Vec<Row> = Vec::with_capacity(rows_count);
+    for index in 0..rows_count {
+        let row = match rng.below(100) {
+            // The same label again, rows later.
+            0..8 if index > 300 => rows[rng.below(index - 250)].clone(),
+            8..14 if index > 300 => {
+                let mut row = rows[rng.below(index - 250)].clone();
+                let prediction = match Table::cell(&row, "prediction_id") {
+                    Cell::Text(id) => known.iter().find(|known| known.id == *id),
+                    _ => None,
+                };
+                if let Some(prediction) = prediction {
+                    row.insert("actual", actual_for(rng, prediction, as_text));
+                }
+                row
+            }
+            percent => {
+                let mut row = Row::new();
+                let prediction = if !as_text && percent < 75 {
+                    regression[rng.below(regression.len())]
+                } else {
+                    &known[rng.below(known.len())]
+                };
+                if percent < 24 {
+                    row.insert("prediction_id", Cell::Text(format!("orphan{index}")));
+                } else {
+                    row.insert("prediction_id", Cell::Text(prediction.id.clone()));
+                }
+                let actual = match rng.below(200) {
+                    0 if !as_text => Cell::Number(f64::NAN),
+                    1 if !as_text => Cell::Number(f64::INFINITY),
+                    _ => actual_for(rng, prediction, as_text),
+                };
+                row.insert("actual", actual);
+                if !rng.percent(5) {
+                    row.insert(
+                        "timestamp",
+                        seconds(base_ms + rng.below(20 * 3_600) as i64 * 1000),
+                    );
+                }
+                if !rng.percent(15) {
+                    row.insert("business.revenue", Cell::Number(rng.thousandths(500)));
+                }
+                if as_text && rng.percent(30) {
+                    row.insert("business.cost", Cell::Number(rng.thousandths(50)));
+                }
+                if rng.percent(6) {
+                    let (field, cell) = match rng.below(if as_text { 10 } else { 8 }) {
+                        0 => ("actual", Cell::Null),
+                        1 => ("prediction_id", Cell::Null),
+                        2 => ("prediction_id", text("")),
+                        3 => ("prediction_id", text(&"y".repeat(300))),
+                        4 => ("timestamp", seconds(now_ms + 24 * HOUR_MS)),
+                        5 => ("timestamp", seconds(-5_000)),
+                        6 => ("business.revenue", Cell::Number(f64::NAN)),
+                        7 => ("business.revenue", Cell::Number(f64::INFINITY)),
+                        8 => ("business.cost", Cell::Number(f64::NEG_INFINITY)),
+                        _ => ("actual", text(&"z".repeat(300))),
+                    };
+                    row.insert(field, cell);
+                }
+                row
+            }
+        };
+        rows.push(row);
+    }
+    Table {
+        columns,
+        implied_model: None,
+        rows,
+    }
+}
+
+/// Each file's listed problems by line: its (code, message) pairs, sorted.
+/// The file is named by its stem, which the NDJSON and the Parquet file
+/// share; the `field` is left out, since NDJSON names wire fields
+/// (`features.f1`) and Parquet its columns (`f1`).
+fn problems_by_line(report: &Value) -> BTreeMap<(String, u64), Vec<(String, String)>> {
+    let mut by_line: BTreeMap<(String, u64), Vec<(String, String)>> = BTreeMap::new();
+    for problem in report["problems"]["listed"].as_array().unwrap() {
+        let file = Path::new(problem["file"].as_str().unwrap())
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        by_line
+            .entry((file, problem["line"].as_u64().unwrap()))
+            .or_default()
+            .push((
+                problem["code"].as_str().unwrap().to_owned(),
+                problem["message"].as_str().unwrap().to_owned(),
+            ));
+    }
+    by_line.values_mut().for_each(|problems| problems.sort());
+    by_line
+}
+
+/// The Parquet files of this test have the shapes the columnar path covers,
+/// and rows of every kind it must send down the row path (nulls, NaNs,
+/// faults of each field, names past the limits, more distinct classes than
+/// a slice's table holds, duplicates across row groups, a model's kind
+/// changing between files): the report is the one of the same rows as
+/// NDJSON, which only the row path reads.
+#[test]
+fn columnar_parquet_gives_the_row_path_report_on_ugly_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    // The data fills the day before the current hour; rows without a
+    // timestamp take the time of the report.
+    let base_ms = (now_ms / HOUR_MS - 25) * HOUR_MS;
+    let mut rng = Lcg(0x6d6f_6465_6c77);
+    let mut known = Vec::new();
+    let class_predictions = ugly_class_predictions(&mut rng, base_ms, now_ms, &mut known);
+    let value_predictions = ugly_value_predictions(&mut rng, base_ms, now_ms, &mut known);
+    let minimal_predictions = minimal_predictions(&mut rng, &mut known);
+    let class_labels = ugly_labels(&mut rng, true, base_ms, now_ms, &known);
+    let value_labels = ugly_labels(&mut rng, false, base_ms, now_ms, &known);
+    let minimal_labels = minimal_labels(&mut rng, &known);
+    let tables = [
+        (
+            "predictions_classes",
+            &class_predictions,
+            300,
+            Compression::SNAPPY,
+        ),
+        (
+            "predictions_values",
+            &value_predictions,
+            300,
+            Compression::ZSTD(Default::default()),
+        ),
+        (
+            "predictions_minimal",
+            &minimal_predictions,
+            300,
+            Compression::LZ4_RAW,
+        ),
+        ("labels_classes", &class_labels, 250, Compression::SNAPPY),
+        ("labels_values", &value_labels, 250, Compression::UNCOMPRESSED),
+        ("labels_minimal", &minimal_labels, 100, Compression::SNAPPY),
+    ];
+    let mut non_finite: Vec<(String, u64)> = Vec::new();
+    for (stem, table, rows_per_group, compression) in &tables {
+        table.write_ndjson(&dir.path().join(format!("{stem}.ndjson")));
+        table.write_parquet(
+            &dir.path().join(format!("{stem}.parquet")),
+            *rows_per_group,
+            *compression,
+        );
+        non_finite.extend(
+            table
+                .non_finite_lines()
+                .into_iter()
+                .map(|line| ((*stem).to_owned(), line)),
+        );
+    }
+    let config = dir.path().join("limits.yaml");
+    std::fs::write(
+        &config,
+        "limits:\n  max_models: 4\n  max_versions_per_model: 2\n  max_classes_per_model: 3\n  \
+         max_error_types_per_model: 2\n  max_features_per_model: 4\n  max_business_metrics_per_model: 1\n",
+    )
+    .unwrap();
+    let report_of = |extension: &str, reference: bool| {
+        let mut arguments = Vec::new();
+        for (stem, ..) in &tables {
+            let option = if stem.starts_with("predictions") {
+                "--predictions"
+            } else {
+                "--labels"
+            };
+            let path = dir.path().join(format!("{stem}.{extension}"));
+            arguments.extend([option.to_owned(), path.display().to_string()]);
+        }
+        arguments.extend(["--window", "1h", "--config"].map(str::to_owned));
+        arguments.push(config.display().to_string());
+        // For the minimal predictions file, which has no model column.
+        arguments.extend(["--model", "churn"].map(str::to_owned));
+        if reference {
+            let path = dir.path().join(format!("predictions_classes.{extension}"));
+            arguments.extend(["--reference".to_owned(), path.display().to_string()]);
+        }
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        json_report(&arguments)
+    };
+    // Rows without a timestamp count in the hour of each run: the runs must
+    // fall in the same hour (run again when the hour turned in between).
+    let current_hour = || jiff::Timestamp::now().as_millisecond() / HOUR_MS;
+    let mut runs = 0;
+    let (from_ndjson, from_parquet, drift_from_ndjson, drift_from_parquet) = loop {
+        runs += 1;
+        let hour = current_hour();
+        let reports = (
+            report_of("ndjson", false),
+            report_of("parquet", false),
+            report_of("ndjson", true),
+            report_of("parquet", true),
+        );
+        if current_hour() == hour {
+            break reports;
+        }
+        assert!(runs < 3, "the hour turned during each of {runs} runs");
+    };
+
+    for (report, format) in [(&from_ndjson, "ndjson"), (&from_parquet, "parquet")] {
+        for group in ["predictions", "labels"] {
+            for file in report["inputs"][group].as_array().unwrap() {
+                assert_eq!(file["format"], format, "{file}");
+            }
+        }
+    }
+    let counts = |report: &Value| -> Vec<Value> {
+        ["predictions", "labels"]
+            .iter()
+            .flat_map(|group| report["inputs"][group].as_array().unwrap().clone())
+            .map(|file| {
+                serde_json::json!([
+                    file["rows"],
+                    file["accepted"],
+                    file["duplicates"],
+                    file["rejected"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        counts(&from_parquet),
+        counts(&from_ndjson),
+        "rows, accepted, duplicates, rejected per file"
+    );
+    assert_eq!(from_parquet["labels"], from_ndjson["labels"]);
+
+    let total = from_ndjson["problems"]["total"].as_u64().unwrap();
+    assert!(total > 0);
+    assert_eq!(from_parquet["problems"]["total"], total);
+    // Every problem is listed (the report lists the first 1000 of a pass),
+    // so the lists compare whole.
+    assert!(total < 1000, "{total} problems: fewer faults are needed");
+    let expected = problems_by_line(&from_ndjson);
+    let got = problems_by_line(&from_parquet);
+    let mut differences = Vec::new();
+    let lines: std::collections::BTreeSet<&(String, u64)> = expected.keys().chain(got.keys()).collect();
+    for line in lines {
+        let (wanted, found) = (expected.get(line), got.get(line));
+        if non_finite.contains(line) {
+            let codes = |problems: Option<&Vec<(String, String)>>| -> Vec<String> {
+                problems
+                    .into_iter()
+                    .flatten()
+                    .map(|(code, _)| code.clone())
+                    .collect()
+            };
+            if codes(wanted) != ["malformed_json"] || codes(found) != ["invalid_value"] {
+                differences.push(format!(
+                    "{line:?} (a NaN or an infinity): NDJSON {wanted:?}, Parquet {found:?}"
+                ));
+            }
+        } else if wanted != found {
+            differences.push(format!("{line:?}: NDJSON {wanted:?}, Parquet {found:?}"));
+        }
+    }
+    assert_no_differences(&differences, "the NDJSON and the Parquet problems");
+
+    let mut differences = Vec::new();
+    compare(
+        "models",
+        &from_ndjson["models"],
+        Some(&from_parquet["models"]),
+        &mut differences,
+    );
+    assert_no_differences(&differences, "the NDJSON and the Parquet report");
+
+    // With a reference (read by the row path either way), the columnar
+    // path also keeps the drift summaries of the rows it aggregates.
+    let mut differences = Vec::new();
+    compare(
+        "models",
+        &drift_from_ndjson["models"],
+        Some(&drift_from_parquet["models"]),
+        &mut differences,
+    );
+    assert_no_differences(&differences, "the NDJSON and the Parquet report with a reference");
+    let fraud_drift = &drift_from_ndjson["models"]["fraud"]["whole"]["drift"];
+    assert!(
+        fraud_drift["features_compared"].as_u64().unwrap() > 0,
+        "{fraud_drift}"
+    );
+
+    // The rows did what they are here for.
+    let models = &from_ndjson["models"];
+    let model_names: Vec<&String> = models.as_object().unwrap().keys().collect();
+    assert_eq!(model_names.len(), 4, "{model_names:?}");
+    assert_eq!(models["price"]["kind"], "regression");
+    assert_eq!(models["fraud"]["kind"], "classification");
+    for model in ["fraud", "churn", "price"] {
+        assert!(
+            models[model]["versions"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("__other__")),
+            "{model}: {}",
+            models[model]["versions"]
+        );
+        let features = &models[model]["whole"]["features"]["features"];
+        assert!(features.get("__other__").is_some(), "{model}: {features}");
+    }
+    for model in ["fraud", "churn"] {
+        let classes = &models[model]["whole"]["predictions"]["classes"];
+        assert!(classes.get("__other__").is_some(), "{model}: {classes}");
+    }
+    let labels = &from_ndjson["labels"];
+    for count in ["joined", "duplicates", "corrected", "orphaned", "unscorable"] {
+        assert!(labels[count].as_u64().unwrap() > 0, "{count}: {labels}");
+    }
+    let messages: Vec<&str> = from_ndjson["problems"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|problem| problem["message"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "model limit reached",
+        "is a classification model",
+        "is a regression model",
+        "required when status is error",
+        "only allowed when status is error",
+        "must be one of ok, error, timeout",
+        "must be at most 256 bytes",
+        "must not be before 1970",
+        "after the time of receipt",
+    ] {
+        assert!(
+            messages.iter().any(|message| message.contains(wanted)),
+            "no problem says {wanted:?}"
+        );
     }
 }
