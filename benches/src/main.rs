@@ -16,6 +16,10 @@
 //! summaries and scores from memory and end to end from CSV files, and KS
 //! and PSI at 1M against 1M, against Evidently's DataDriftPreset and
 //! scipy/numpy, with every score checked against scipy on the raw values.
+//!
+//! `report`: `modelwatch report` over the same log as Parquet (10M
+//! predictions), checked against and timed next to the seed's pandas merge
+//! plus scikit-learn.
 
 mod anchor;
 mod drift;
@@ -23,6 +27,7 @@ mod events;
 mod load;
 mod quality;
 mod quality_data;
+mod report;
 mod server;
 
 use std::io::Write as _;
@@ -69,6 +74,10 @@ enum Command {
     /// KS and PSI at 1M against 1M, against Evidently's DataDriftPreset
     /// (bench_evidently.py) and scipy/numpy (bench_stats.py).
     Drift(drift::DriftArgs),
+    /// `modelwatch report` over the anchors' log as Parquet (10M predictions,
+    /// 7M labels), its figures checked against and its time compared with the
+    /// seed's pandas merge plus scikit-learn (bench_join.py).
+    Report(report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -517,6 +526,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Ingest(args) => ingest(args)?,
         Command::Quality(args) => quality::run(args, &workspace_root(), &target_dir())?,
         Command::Drift(args) => drift::run(args, &workspace_root(), &target_dir())?,
+        Command::Report(args) => report::run(args, &workspace_root(), &target_dir())?,
     };
     Ok(if checks_passed {
         std::process::ExitCode::SUCCESS
