@@ -169,16 +169,32 @@ impl JoinMap {
         (self.slots[position][0] != 0).then_some(position as u32)
     }
 
-    /// Adds a prediction whose hash is not in the map.
-    fn insert(&mut self, hash: u64, entry: Entry) {
+    /// Where `hash` goes, or `None` when it is in the map already. Makes
+    /// room for one more first, so that the position holds for [`fill`]
+    /// (one probe for the duplicate check and the insertion).
+    ///
+    /// [`fill`]: JoinMap::fill
+    fn vacant(&mut self, hash: u64) -> Option<usize> {
         debug_assert_ne!(hash, 0);
         if (self.len + 1) * LOAD_DENOMINATOR > self.slots.len() * LOAD_NUMERATOR {
             self.grow();
         }
         let position = self.probe(hash);
+        (self.slots[position][0] == 0).then_some(position)
+    }
+
+    /// Adds a prediction at the position [`JoinMap::vacant`] gave for it.
+    fn fill(&mut self, position: usize, hash: u64, entry: Entry) {
         debug_assert_eq!(self.slots[position][0], 0, "a hash is inserted once");
         self.slots[position] = entry.to_slot(hash);
         self.len += 1;
+    }
+
+    /// Adds a prediction whose hash is not in the map.
+    #[cfg(test)]
+    fn insert(&mut self, hash: u64, entry: Entry) {
+        let position = self.vacant(hash).expect("a hash is inserted once");
+        self.fill(position, hash, entry);
     }
 
     fn grow(&mut self) {
@@ -202,7 +218,9 @@ impl JoinMap {
     fn warm(&self, hashes: &[u64]) {
         let mut touched = 0u64;
         for hash in hashes {
-            touched ^= self.slots[self.home(*hash)][0];
+            // A 40-byte slot may straddle two cache lines: both are read.
+            let slot = &self.slots[self.home(*hash)];
+            touched ^= slot[0] ^ slot[4];
         }
         std::hint::black_box(touched);
     }
@@ -441,11 +459,11 @@ impl Catalog {
         counts: &mut FileCounts,
         settings: &Settings,
     ) -> u32 {
-        if self.join.find(hash).is_some() {
+        let Some(position) = self.join.vacant(hash) else {
             counts.duplicates += 1;
             counts.accepted += 1;
             return DROPPED;
-        }
+        };
         let model_index = match self.check(event, &settings.limits) {
             Ok(index) => index,
             Err(refusal) => {
@@ -473,7 +491,8 @@ impl Catalog {
             window_start_ms: settings.align_ms
                 + bucket_start(event.timestamp_ms - settings.align_ms, settings.window_ms),
         });
-        self.join.insert(
+        self.join.fill(
+            position,
             hash,
             Entry {
                 predicted,
@@ -559,11 +578,11 @@ impl Catalog {
         settings: &Settings,
     ) -> u32 {
         let hash = batch.hashes[row];
-        if self.join.find(hash).is_some() {
+        let Some(position) = self.join.vacant(hash) else {
             counts.duplicates += 1;
             counts.accepted += 1;
             return DROPPED;
-        }
+        };
         let line = batch.first_line + row as u64;
         let cells = batch.cells();
         let local_model = batch.model[row] as usize;
@@ -656,7 +675,8 @@ impl Catalog {
             window_start_ms: settings.align_ms
                 + bucket_start(batch.times[row] - settings.align_ms, settings.window_ms),
         });
-        self.join.insert(
+        self.join.fill(
+            position,
             hash,
             Entry {
                 predicted,

@@ -746,14 +746,15 @@ fn decode_column(
             }
         }
         (ColumnReader::DoubleColumnReader(reader), _) => {
-            read_rows(reader, slice, nullable, levels, &mut scratch.doubles)?;
             cells.clear(numbers_or_text);
             if as_text {
+                read_rows(reader, slice, nullable, levels, &mut scratch.doubles)?;
                 for value in &scratch.doubles {
                     cells.push_number(*value, true);
                 }
             } else {
-                cells.numbers.extend_from_slice(&scratch.doubles);
+                // Straight into the cells: no copy.
+                read_rows(reader, slice, nullable, levels, &mut cells.numbers)?;
             }
         }
         (ColumnReader::ByteArrayColumnReader(reader), Decode::Bytes { scale }) => {
