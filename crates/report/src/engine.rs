@@ -71,33 +71,18 @@ struct Entry {
 }
 
 /// One slot of the join map: an id's hash (0: empty) and its prediction's
-/// entry, as words: `[hash, predicted, actual, cell | segments << 32,
-/// label]`. Plain words, so that the table is allocated zeroed (all empty)
-/// by the allocator, whose fresh pages are zero already: a table written
-/// slot by slot at creation cost a tenth of a report's CPU.
-type Slot = [u64; 5];
+/// entry, as words: `[hash, predicted | actual << 32, cell | segments << 32,
+/// label]`, `predicted` and `actual` narrowed to 32 bits
+/// ([`JoinMap::narrow`]). Plain words, so that the table is allocated zeroed
+/// (all empty) by the allocator, whose fresh pages are zero already: a table
+/// written slot by slot at creation cost a tenth of a report's CPU. 32 bytes,
+/// so that a slot never straddles two cache lines.
+type Slot = [u64; 4];
 
-impl Entry {
-    fn to_slot(self, hash: u64) -> Slot {
-        [
-            hash,
-            self.predicted,
-            self.actual,
-            u64::from(self.cell) | u64::from(self.segments) << 32,
-            u64::from(self.label),
-        ]
-    }
-
-    fn of_slot(slot: &Slot) -> Entry {
-        Entry {
-            predicted: slot[1],
-            actual: slot[2],
-            cell: slot[3] as u32,
-            segments: (slot[3] >> 32) as u32,
-            label: slot[4] as u32,
-        }
-    }
-}
+/// A narrowed `NONE`; class indices are below it.
+const NARROW_NONE: u32 = 0x7fff_ffff;
+/// The flag of a narrowed value that is an index into `JoinMap::wide`.
+const WIDE: u32 = 1 << 31;
 
 /// The predictions by their ids' hashes: one open-addressing table with
 /// linear probing, each slot holding the hash and the entry together. With
@@ -109,6 +94,9 @@ impl Entry {
 /// which may grow the table.
 struct JoinMap {
     slots: Vec<Slot>,
+    /// The values too wide for a slot's 32 bits: regression outputs and
+    /// actuals (their bits).
+    wide: Vec<u64>,
     /// `slots.len()` is a power of two; a hash's home is its top bits.
     shift: u32,
     len: usize,
@@ -130,7 +118,8 @@ impl JoinMap {
             .next_power_of_two()
             .max(16);
         Self {
-            slots: vec![[0; 5]; slots],
+            slots: vec![[0; 4]; slots],
+            wide: Vec::new(),
             shift: 64 - slots.trailing_zeros(),
             len: 0,
         }
@@ -153,15 +142,64 @@ impl JoinMap {
         }
     }
 
+    /// `predicted` or `actual` in 32 bits: a class index or `NONE` as it is,
+    /// anything wider (a regression value's bits) as an index into `wide`.
+    fn narrow(&mut self, value: u64) -> u32 {
+        if value == NONE {
+            NARROW_NONE
+        } else if value < u64::from(NARROW_NONE) {
+            value as u32
+        } else {
+            let index = u32::try_from(self.wide.len())
+                .ok()
+                .filter(|index| *index < NARROW_NONE)
+                .expect("fewer than 2^31 wide values");
+            self.wide.push(value);
+            WIDE | index
+        }
+    }
+
+    fn widen(&self, value: u32) -> u64 {
+        if value == NARROW_NONE {
+            NONE
+        } else if value & WIDE != 0 {
+            self.wide[(value & !WIDE) as usize]
+        } else {
+            u64::from(value)
+        }
+    }
+
+    fn slot_of(&mut self, hash: u64, entry: Entry) -> Slot {
+        let predicted = self.narrow(entry.predicted);
+        let actual = self.narrow(entry.actual);
+        [
+            hash,
+            u64::from(predicted) | u64::from(actual) << 32,
+            u64::from(entry.cell) | u64::from(entry.segments) << 32,
+            u64::from(entry.label),
+        ]
+    }
+
+    fn of_slot(&self, slot: &Slot) -> Entry {
+        Entry {
+            predicted: self.widen(slot[1] as u32),
+            actual: self.widen((slot[1] >> 32) as u32),
+            cell: slot[2] as u32,
+            segments: (slot[2] >> 32) as u32,
+            label: slot[3] as u32,
+        }
+    }
+
     fn entry(&self, index: u32) -> Entry {
-        Entry::of_slot(&self.slots[index as usize])
+        self.of_slot(&self.slots[index as usize])
     }
 
     /// Records the label joined to the entry at `index`.
     fn set_label(&mut self, index: u32, actual: u64, label: u32) {
+        let actual = self.narrow(actual);
         let slot = &mut self.slots[index as usize];
-        slot[2] = actual;
-        slot[4] = u64::from(label);
+        slot[1] = (slot[1] & u64::from(u32::MAX)) | u64::from(actual) << 32;
+        slot[3] = u64::from(label);
     }
 
     fn find(&self, hash: u64) -> Option<u32> {
@@ -186,7 +224,7 @@ impl JoinMap {
     /// Adds a prediction at the position [`JoinMap::vacant`] gave for it.
     fn fill(&mut self, position: usize, hash: u64, entry: Entry) {
         debug_assert_eq!(self.slots[position][0], 0, "a hash is inserted once");
-        self.slots[position] = entry.to_slot(hash);
+        self.slots[position] = self.slot_of(hash, entry);
         self.len += 1;
     }
 
@@ -198,7 +236,8 @@ impl JoinMap {
     }
 
     fn grow(&mut self) {
-        let old = std::mem::replace(self, Self::with_capacity(self.slots.len()));
+        let mut old = std::mem::replace(self, Self::with_capacity(self.slots.len()));
+        self.wide = std::mem::take(&mut old.wide);
         for slot in old.slots.into_iter().filter(|slot| slot[0] != 0) {
             let position = self.probe(slot[0]);
             self.slots[position] = slot;
@@ -207,7 +246,10 @@ impl JoinMap {
     }
 
     fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.slots.iter().filter(|slot| slot[0] != 0).map(Entry::of_slot)
+        self.slots
+            .iter()
+            .filter(|slot| slot[0] != 0)
+            .map(|slot| self.of_slot(slot))
     }
 
     /// Reads the home slots of `hashes` without using them: with millions of
@@ -218,9 +260,7 @@ impl JoinMap {
     fn warm(&self, hashes: &[u64]) {
         let mut touched = 0u64;
         for hash in hashes {
-            // A 40-byte slot may straddle two cache lines: both are read.
-            let slot = &self.slots[self.home(*hash)];
-            touched ^= slot[0] ^ slot[4];
+            touched ^= self.slots[self.home(*hash)][0];
         }
         std::hint::black_box(touched);
     }
@@ -1760,9 +1800,19 @@ mod tests {
         }
     }
 
+    /// A class index for even cells, a regression output's bits (wide) for
+    /// odd ones.
+    fn predicted(cell: u32) -> u64 {
+        if cell.is_multiple_of(2) {
+            u64::from(cell) * 3
+        } else {
+            (f64::from(cell) + 0.5).to_bits()
+        }
+    }
+
     fn entry(cell: u32) -> Entry {
         Entry {
-            predicted: u64::from(cell) * 3,
+            predicted: predicted(cell),
             actual: NONE,
             cell,
             segments: 0,
@@ -1790,10 +1840,25 @@ mod tests {
                     prop_assert!(wanted.contains_key(hash));
                 }
             }
+            // Labels on a third of them, narrow and wide actuals.
+            for (hash, cell) in &wanted {
+                if cell.is_multiple_of(3) {
+                    let index = map.find(*hash).expect("an inserted hash is found");
+                    map.set_label(index, predicted(cell + 1), LABELED_WITHOUT_BUSINESS);
+                }
+            }
             for (hash, cell) in &wanted {
                 let index = map.find(*hash).expect("an inserted hash is found");
-                prop_assert_eq!(map.entry(index).cell, *cell);
-                prop_assert_eq!(map.entry(index).predicted, u64::from(*cell) * 3);
+                let entry = map.entry(index);
+                prop_assert_eq!(entry.cell, *cell);
+                prop_assert_eq!(entry.predicted, predicted(*cell));
+                if cell.is_multiple_of(3) {
+                    prop_assert_eq!(entry.actual, predicted(cell + 1));
+                    prop_assert_eq!(entry.label, LABELED_WITHOUT_BUSINESS);
+                } else {
+                    prop_assert_eq!(entry.actual, NONE);
+                    prop_assert_eq!(entry.label, UNLABELED);
+                }
             }
             prop_assert!(map.find(u64::MAX - 1).is_none() || wanted.contains_key(&(u64::MAX - 1)));
             let mut cells: Vec<u32> = map.iter().map(|entry| entry.cell).collect();
