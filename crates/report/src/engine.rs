@@ -954,6 +954,12 @@ impl Catalog {
     /// `core::quality`, as the server adds it to its prediction's bucket.
     fn quality(&mut self) -> HashMap<(u32, u32), Quality> {
         let mut qualities: HashMap<(u32, u32), Quality> = HashMap::new();
+        // Classifications without business values, counted per (cell,
+        // segment set, predicted, actual) and added as confusion counts
+        // below: the same confusion matrices as adding each outcome, which
+        // looks up both class names in the matrix's maps (millions of
+        // labels, on the one thread, after everything else).
+        let mut confusion: FxHashMap<(u32, u32, u32, u32), u64> = FxHashMap::default();
         let mut unscorable = 0;
         for entry in self.join.iter() {
             if entry.label == UNLABELED {
@@ -965,6 +971,17 @@ impl Catalog {
             }
             let model_index = self.series[self.cells[entry.cell as usize].series as usize].0;
             let model = &self.models[model_index as usize];
+            if entry.label == LABELED_WITHOUT_BUSINESS && model.kind != Some(ModelKind::Regression) {
+                *confusion
+                    .entry((
+                        entry.cell,
+                        entry.segments,
+                        entry.predicted as u32,
+                        entry.actual as u32,
+                    ))
+                    .or_default() += 1;
+                continue;
+            }
             let scored = match model.kind {
                 Some(ModelKind::Regression) => Scored::Value {
                     predicted: f64::from_bits(entry.predicted),
@@ -989,6 +1006,19 @@ impl Catalog {
                 .entry((entry.cell, entry.segments))
                 .or_default()
                 .add(&outcome, Sign::Add);
+        }
+        for ((cell, segments, predicted, actual), count) in confusion {
+            let model_index = self.series[self.cells[cell as usize].series as usize].0;
+            let classes = &self.models[model_index as usize].classes.names;
+            let counted = Quality {
+                labeled: count,
+                confusion: BTreeMap::from([(
+                    classes[predicted as usize].clone(),
+                    BTreeMap::from([(classes[actual as usize].clone(), count)]),
+                )]),
+                ..Quality::default()
+            };
+            qualities.entry((cell, segments)).or_default().merge(&counted);
         }
         self.labels.unscorable = unscorable;
         qualities
