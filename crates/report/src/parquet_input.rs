@@ -10,9 +10,9 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use modelwatch_core::event::{LabelEvent, PredictionEvent};
@@ -277,6 +277,41 @@ pub struct RowGroupData {
     bytes: Bytes,
 }
 
+/// A row group buffer whose slices are all decoded, kept for the next row
+/// group: a fresh buffer of tens of MB costs a page fault and a zeroed page
+/// per 4 KiB as it is first written, and the allocator gives freed ones back
+/// to the system.
+static RECYCLED: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// A buffer for the next row group: the recycled one, or a new one. It is
+/// read into without being zeroed first (`Read::read_to_end` writes into its
+/// spare capacity).
+fn recycled_buffer() -> Vec<u8> {
+    let mut buffer = RECYCLED
+        .lock()
+        .expect("recycled buffer lock")
+        .take()
+        .unwrap_or_default();
+    buffer.clear();
+    buffer
+}
+
+impl Drop for RowGroupData {
+    fn drop(&mut self) {
+        // The last slice of the row group is done; its buffer is unshared
+        // unless a decoder still holds a part of it.
+        if let Ok(buffer) = std::mem::take(&mut self.bytes).try_into_mut() {
+            let mut recycled = RECYCLED.lock().expect("recycled buffer lock");
+            if recycled
+                .as_ref()
+                .is_none_or(|kept| kept.capacity() < buffer.capacity())
+            {
+                *recycled = Some(Vec::from(buffer));
+            }
+        }
+    }
+}
+
 impl fmt::Debug for RowGroupData {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
@@ -361,10 +396,16 @@ pub fn read_row_groups(
             .fold((u64::MAX, 0), |(low, high), (start, end)| {
                 (low.min(start), high.max(end))
             });
-        let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
-        handle
-            .read_exact_at(&mut bytes, start)
+        let length = end.saturating_sub(start);
+        let mut bytes = recycled_buffer();
+        bytes.reserve_exact(length as usize);
+        (&handle)
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| (&handle).take(length).read_to_end(&mut bytes))
             .map_err(|error| file.io_error(&error))?;
+        if bytes.len() as u64 != length {
+            return Err(file.io_error(&std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+        }
         on_read(bytes.len() as u64);
         let data = Arc::new(RowGroupData {
             row_group,
