@@ -22,7 +22,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use modelwatch_core::aggregate::{self, Bucket, FoldedFeature, FoldedNames};
 use modelwatch_core::drift::DriftSummary;
-use modelwatch_core::event::{Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status};
+use modelwatch_core::event::{
+    Actual, FeatureValue, LabelEvent, Prediction, PredictionEvent, Status, TimestampMs,
+};
 use modelwatch_core::limits::{CardinalityLimits, Dimension, ModelLimits, OTHER};
 use modelwatch_core::quality::{Outcome, Quality, QualityBucket, Scored, Sign};
 use modelwatch_core::series::{ModelKind, Refusal, observe_drift};
@@ -526,10 +528,31 @@ impl Catalog {
             0
         };
         let series = self.series(model_index, &event.version);
+        self.place(
+            position,
+            hash,
+            series,
+            event.timestamp_ms,
+            (predicted, segments),
+            settings,
+        )
+    }
+
+    /// Records an accepted prediction in the join map, at the position
+    /// `JoinMap::vacant` gave, under the cell of its series and time.
+    fn place(
+        &mut self,
+        position: usize,
+        hash: u64,
+        series: u32,
+        timestamp_ms: TimestampMs,
+        (predicted, segments): (u64, u32),
+        settings: &Settings,
+    ) -> u32 {
         let cell = self.cell(CellKey {
             series,
             window_start_ms: settings.align_ms
-                + bucket_start(event.timestamp_ms - settings.align_ms, settings.window_ms),
+                + bucket_start(timestamp_ms - settings.align_ms, settings.window_ms),
         });
         self.join.fill(
             position,
@@ -710,23 +733,14 @@ impl Catalog {
                 series
             }
         };
-        let cell = self.cell(CellKey {
-            series,
-            window_start_ms: settings.align_ms
-                + bucket_start(batch.times[row] - settings.align_ms, settings.window_ms),
-        });
-        self.join.fill(
+        self.place(
             position,
             hash,
-            Entry {
-                predicted,
-                actual: NONE,
-                cell,
-                segments,
-                label: UNLABELED,
-            },
-        );
-        cell
+            series,
+            batch.times[row],
+            (predicted, segments),
+            settings,
+        )
     }
 
     /// The server's checks: the model limit, and the model's kind.

@@ -984,25 +984,37 @@ pub fn parse_prediction_batch(
         |cells, index, slow| {
             let mut row = TypedRow::default();
             fill_prediction(&mut row, cells, index, layout, default_model);
-            let line = chunk.first_line + index as u64;
-            match typed::prediction_from_row(&row, reader.now_ms, &reader.limits) {
-                Ok(event) => {
-                    slow.events.push((line, event));
-                    RowKind::Slow
-                }
-                Err(error) => {
-                    slow.problems.push(RowProblem::from_wire(
-                        reader.file,
-                        line,
-                        error,
-                        Some(&layout.columns),
-                    ));
-                    RowKind::Problem
-                }
-            }
+            let read = typed::prediction_from_row(&row, reader.now_ms, &reader.limits);
+            slow_row(read, chunk.first_line + index as u64, reader, layout, slow)
         },
     );
     Ok(batch)
+}
+
+/// Keeps what the row path made of a row that failed a columnar test: its
+/// event, or its problem.
+fn slow_row<E>(
+    read: Result<E, RowError>,
+    line: u64,
+    reader: &RowReader,
+    layout: &ParquetLayout,
+    slow: &mut Parsed<E>,
+) -> RowKind {
+    match read {
+        Ok(event) => {
+            slow.events.push((line, event));
+            RowKind::Slow
+        }
+        Err(error) => {
+            slow.problems.push(RowProblem::from_wire(
+                reader.file,
+                line,
+                error,
+                Some(&layout.columns),
+            ));
+            RowKind::Problem
+        }
+    }
 }
 
 /// A slice of a labels file for the columnar path (see
@@ -1025,22 +1037,8 @@ pub fn parse_label_batch(
         |cells, index, slow| {
             let mut row = TypedRow::default();
             fill_label(&mut row, cells, index, layout, None);
-            let line = chunk.first_line + index as u64;
-            match typed::label_from_row(&row, reader.now_ms, &reader.limits) {
-                Ok(event) => {
-                    slow.events.push((line, event));
-                    RowKind::Slow
-                }
-                Err(error) => {
-                    slow.problems.push(RowProblem::from_wire(
-                        reader.file,
-                        line,
-                        error,
-                        Some(&layout.columns),
-                    ));
-                    RowKind::Problem
-                }
-            }
+            let read = typed::label_from_row(&row, reader.now_ms, &reader.limits);
+            slow_row(read, chunk.first_line + index as u64, reader, layout, slow)
         },
     );
     Ok(batch)
