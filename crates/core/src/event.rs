@@ -89,8 +89,14 @@ impl Actual {
     pub fn value(&self) -> Option<f64> {
         match self {
             Actual::Value(value) => Some(*value),
-            Actual::Class(text) => text.trim().parse::<f64>().ok().filter(|value| value.is_finite()),
+            Actual::Class(text) => Actual::value_of_text(text),
         }
+    }
+
+    /// The true value a class text reads as, for a regression model: what
+    /// [`Actual::value`] gives for `Actual::Class(text)`.
+    pub fn value_of_text(text: &str) -> Option<f64> {
+        text.trim().parse::<f64>().ok().filter(|value| value.is_finite())
     }
 
     /// Same ground truth, bit for bit (so that a resend is a duplicate).

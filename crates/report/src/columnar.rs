@@ -441,10 +441,10 @@ pub fn aggregate(
                 }
             }
             for (class, class_rows) in by_class.iter().enumerate() {
-                let Some(name) = class_rows
-                    .first()
-                    .and_then(|_| commit.class_names[model * classes + class].as_deref())
-                else {
+                if class_rows.is_empty() {
+                    continue;
+                }
+                let Some(name) = commit.class_names[model * classes + class].as_deref() else {
                     continue;
                 };
                 let counts = match bucket.counters.classes.get_mut(name) {
@@ -475,11 +475,12 @@ pub fn aggregate(
             }
         }
         if !plan.features.is_empty() {
-            let all_present = plan
+            // A column without nulls gives every row a feature.
+            let every_row_has_one = plan
                 .features
                 .iter()
                 .any(|column| cells[*column].present.is_empty());
-            bucket.feature_rows += if all_present {
+            bucket.feature_rows += if every_row_has_one {
                 rows.len() as u64
             } else {
                 rows.iter()
@@ -564,7 +565,7 @@ impl LabelPlan {
             limits,
         );
         business.sort();
-        (names_pass).then_some(LabelPlan {
+        names_pass.then_some(LabelPlan {
             id: id?,
             actual: actual?,
             timestamp,

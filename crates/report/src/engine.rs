@@ -35,9 +35,7 @@ use crate::ReportError;
 use crate::columnar::{
     self, ColumnBatch, FastCommit, FastPlan, LabelBatch, LabelPlan, NO_CLASS, RowKind, UNLISTED,
 };
-use crate::input::{
-    Chunk, InputFile, LabelBatchOrRows, Parsed, PredictionBatch, RowProblem, RowReader, read_chunks,
-};
+use crate::input::{Batch, Chunk, InputFile, Parsed, RowProblem, RowReader, read_chunks};
 use crate::parquet_input::ColumnCells;
 
 /// How many parsed chunks wait for their turn at most, per worker.
@@ -509,8 +507,7 @@ impl Catalog {
         let model_index = match self.check(event, &settings.limits) {
             Ok(index) => index,
             Err(refusal) => {
-                counts.rejected += 1;
-                self.refused(line, &refusal);
+                self.refused(line, &refusal, counts);
                 return DROPPED;
             }
         };
@@ -568,7 +565,9 @@ impl Catalog {
         cell
     }
 
-    fn refused(&mut self, line: u64, refusal: &Refusal) {
+    /// Counts and records a prediction the model checks refused.
+    fn refused(&mut self, line: u64, refusal: &Refusal, counts: &mut FileCounts) {
+        counts.rejected += 1;
         self.problem(RowProblem {
             file: 0,
             line,
@@ -671,8 +670,7 @@ impl Catalog {
         {
             Ok(index) => index,
             Err(refusal) => {
-                counts.rejected += 1;
-                self.refused(line, &refusal);
+                self.refused(line, &refusal, counts);
                 return DROPPED;
             }
         };
@@ -914,10 +912,9 @@ impl Catalog {
                         None => {
                             let text = plan.actual(cells, row);
                             let (actual, admitted) = match model.kind {
-                                Some(ModelKind::Regression) => (
-                                    Actual::Class(text.to_owned()).value().map_or(NONE, f64::to_bits),
-                                    true,
-                                ),
+                                Some(ModelKind::Regression) => {
+                                    (Actual::value_of_text(text).map_or(NONE, f64::to_bits), true)
+                                }
                                 _ => {
                                     let folded = model.limits.limits.fold_class(text, &settings.limits, 1);
                                     let admitted = folded != OTHER || text == OTHER;
@@ -1559,10 +1556,10 @@ pub fn evaluate(
         |(catalog, counts, _), file, parsed| {
             let before = catalog.problems.len();
             let committed = match parsed {
-                PredictionBatch::Rows(parsed) => {
+                Batch::Rows(parsed) => {
                     CommittedBatch::Rows(catalog.commit_predictions(parsed, &mut counts[file], settings))
                 }
-                PredictionBatch::Columns(mut batch) => {
+                Batch::Columns(mut batch) => {
                     let plan = Arc::clone(
                         predictions.1[file]
                             .fast
@@ -1618,11 +1615,11 @@ pub fn evaluate(
         |(catalog, _, counts), file, parsed| {
             let before = catalog.problems.len();
             let buffers = match parsed {
-                LabelBatchOrRows::Rows(parsed) => {
+                Batch::Rows(parsed) => {
                     catalog.commit_labels(parsed, &mut counts[file], settings);
                     None
                 }
-                LabelBatchOrRows::Columns(mut batch) => {
+                Batch::Columns(mut batch) => {
                     let plan = labels.1[file]
                         .fast_labels
                         .as_ref()

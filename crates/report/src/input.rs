@@ -650,29 +650,17 @@ impl<E> Default for Parsed<E> {
     }
 }
 
-/// A parsed predictions chunk: events, or a columnar batch.
+/// A parsed chunk: events, or a columnar batch (a Parquet slice the
+/// columnar path reads: `ColumnBatch`, `LabelBatch`).
 #[derive(Debug)]
-pub enum PredictionBatch {
-    Rows(Parsed<PredictionEvent>),
-    Columns(Box<crate::columnar::ColumnBatch>),
+pub enum Batch<E, C> {
+    Rows(Parsed<E>),
+    Columns(Box<C>),
 }
 
-impl Default for PredictionBatch {
+impl<E, C> Default for Batch<E, C> {
     fn default() -> Self {
-        PredictionBatch::Rows(Parsed::default())
-    }
-}
-
-/// A parsed labels chunk: events, or a columnar batch.
-#[derive(Debug)]
-pub enum LabelBatchOrRows {
-    Rows(Parsed<LabelEvent>),
-    Columns(Box<crate::columnar::LabelBatch>),
-}
-
-impl Default for LabelBatchOrRows {
-    fn default() -> Self {
-        LabelBatchOrRows::Rows(Parsed::default())
+        Batch::Rows(Parsed::default())
     }
 }
 
@@ -791,22 +779,28 @@ impl RowReader {
     }
 
     /// A predictions chunk, columnar when the file's columns allow it.
-    pub fn parse_prediction_batch(&self, chunk: &Chunk) -> Result<PredictionBatch, ReportError> {
+    pub fn parse_prediction_batch(
+        &self,
+        chunk: &Chunk,
+    ) -> Result<Batch<PredictionEvent, crate::columnar::ColumnBatch>, ReportError> {
         match (&self.parquet, &self.fast) {
             (Some(layout), Some(plan)) => {
                 crate::parquet_input::parse_prediction_batch(self, layout, plan, chunk)
-                    .map(|batch| PredictionBatch::Columns(Box::new(batch)))
+                    .map(|batch| Batch::Columns(Box::new(batch)))
             }
-            _ => self.parse_predictions(chunk).map(PredictionBatch::Rows),
+            _ => self.parse_predictions(chunk).map(Batch::Rows),
         }
     }
 
     /// A labels chunk, columnar when the file's columns allow it.
-    pub fn parse_label_batch(&self, chunk: &Chunk) -> Result<LabelBatchOrRows, ReportError> {
+    pub fn parse_label_batch(
+        &self,
+        chunk: &Chunk,
+    ) -> Result<Batch<LabelEvent, crate::columnar::LabelBatch>, ReportError> {
         match (&self.parquet, &self.fast_labels) {
             (Some(layout), Some(plan)) => crate::parquet_input::parse_label_batch(self, layout, plan, chunk)
-                .map(|batch| LabelBatchOrRows::Columns(Box::new(batch))),
-            _ => self.parse_labels(chunk).map(LabelBatchOrRows::Rows),
+                .map(|batch| Batch::Columns(Box::new(batch))),
+            _ => self.parse_labels(chunk).map(Batch::Rows),
         }
     }
 

@@ -476,20 +476,13 @@ impl ColumnCells {
     }
 
     fn value(&self, row: usize) -> Value<'_> {
-        if !self.present.is_empty() && !self.present[row] {
+        if !self.is_present(row) {
             return Value::Null;
         }
         match self.kind {
             CellKind::Numbers => Value::Number(self.numbers[row]),
             CellKind::Flags => Value::Bool(self.flags[row]),
-            CellKind::Text => {
-                let start = if row == 0 {
-                    0
-                } else {
-                    self.text_ends[row - 1] as usize
-                };
-                Value::Text(&self.text[start..self.text_ends[row] as usize])
-            }
+            CellKind::Text => Value::Text(self.text(row).expect("a present row")),
         }
     }
 
