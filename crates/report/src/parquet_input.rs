@@ -3,10 +3,14 @@
 //! workers decode in parallel, and each row handed to `core::wire::typed` as
 //! typed values: no text, no JSON, the wire's own rules and errors.
 //!
-//! It uses the `parquet` crate's low-level column API (no Arrow): each column
-//! chunk of a slice is decoded into a row-aligned vector of the kind its role
-//! wants (numbers, booleans, or text in one arena), once per column, and rows
-//! then borrow from those vectors.
+//! Each column chunk of a slice is decoded into a row-aligned vector of the
+//! kind its role wants (numbers, booleans, or text in one arena), once per
+//! column, and rows then borrow from those vectors. Text columns are read
+//! through the `parquet` crate's Arrow reader, which decodes a slice of them
+//! into one buffer and offsets, copied into the arena at once; everything
+//! else (and a text column the Arrow reader refuses, such as invalid UTF-8,
+//! which is read with replacement characters) through its low-level column
+//! API, a value at a time.
 
 use std::fmt;
 use std::fs::File;
@@ -14,10 +18,17 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use arrow_array::types::ByteArrayType;
+use arrow_array::{Array, BinaryArray, GenericByteArray, LargeBinaryArray, LargeStringArray, StringArray};
+use arrow_buffer::ArrowNativeType;
 use bytes::{Buf, Bytes};
 use modelwatch_core::event::{LabelEvent, PredictionEvent};
 use modelwatch_core::wire::typed::{self, TypedRow, Value};
 use modelwatch_core::wire::{LabelField, PredictionField, RowError};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::basic::{ConvertedType, LogicalType, TimeUnit, Type as PhysicalType};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{ByteArray, DataType, FixedLenByteArray, Int96};
@@ -51,6 +62,11 @@ pub struct ParquetLayout {
     slice_rows: usize,
     /// Which columns fill which part of a row's wire object, in column order.
     groups: Groups,
+    /// The text columns (`BYTE_ARRAY` without a decimal scale), in column
+    /// order, and the footer as the Arrow reader wants it (`None` when it
+    /// cannot map the schema: every column is then read value by value).
+    text_columns: Vec<usize>,
+    arrow: Option<ArrowReaderMetadata>,
 }
 
 /// Column indices by the part of the wire object they fill.
@@ -185,10 +201,26 @@ impl ParquetLayout {
             first_rows.push(rows);
             rows += row_group.num_rows().max(0) as u64;
         }
+        let text_columns = plans
+            .iter()
+            .enumerate()
+            .filter(|(_, plan)| matches!(plan.decode, Decode::Bytes { scale: None }))
+            .map(|(index, _)| index)
+            .collect();
+        let metadata = Arc::new(metadata);
+        // The Parquet schema alone says how text reads (an embedded Arrow
+        // schema could ask for dictionaries or views).
+        let arrow = ArrowReaderMetadata::try_new(
+            Arc::clone(&metadata),
+            ArrowReaderOptions::new().with_skip_arrow_metadata(true),
+        )
+        .ok();
         Ok(Self {
             groups: Groups::of(&columns.roles),
             path: file.path.clone(),
-            metadata: Arc::new(metadata),
+            metadata,
+            text_columns,
+            arrow,
             columns,
             plans,
             first_rows,
@@ -648,7 +680,11 @@ fn decode_slice(
     let schema = layout.metadata.file_metadata().schema_descr();
     let Buffers { scratch, cells } = buffers;
     cells.resize_with(layout.plans.len(), ColumnCells::default);
+    let text_done = decode_text_columns(layout, slice, cells);
     for (index, (plan, column)) in layout.plans.iter().zip(cells.iter_mut()).enumerate() {
+        if text_done && layout.text_columns.binary_search(&index).is_ok() {
+            continue;
+        }
         let max_level = schema.column(index).max_def_level();
         let column_reader = reader.get_column_reader(index).map_err(unreadable)?;
         decode_column(column_reader, plan, slice, max_level, scratch, column).map_err(unreadable)?;
@@ -657,6 +693,96 @@ fn decode_slice(
         }
     }
     Ok(())
+}
+
+/// Decodes the slice's text columns through the Arrow reader, all at once.
+/// `false` when there are none, or when the reader refused them (a text
+/// column that is not UTF-8, a corrupt page): they are then read value by
+/// value, which replaces invalid UTF-8 and reports corrupt pages.
+fn decode_text_columns(layout: &ParquetLayout, slice: &RowSlice, cells: &mut [ColumnCells]) -> bool {
+    let Some(arrow) = &layout.arrow else {
+        return false;
+    };
+    if layout.text_columns.is_empty() {
+        return false;
+    }
+    let schema = layout.metadata.file_metadata().schema_descr();
+    let mut selectors = Vec::with_capacity(2);
+    if slice.first_row > 0 {
+        selectors.push(RowSelector::skip(slice.first_row));
+    }
+    selectors.push(RowSelector::select(slice.rows));
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(InMemory(Arc::clone(&slice.data)), arrow.clone())
+            .with_row_groups(vec![slice.data.row_group])
+            .with_projection(ProjectionMask::leaves(
+                schema,
+                layout.text_columns.iter().copied(),
+            ))
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(slice.rows)
+            .build();
+    let Some(Ok(batch)) = reader.ok().and_then(|mut reader| reader.next()) else {
+        return false;
+    };
+    if batch.num_rows() != slice.rows || batch.num_columns() != layout.text_columns.len() {
+        return false;
+    }
+    layout
+        .text_columns
+        .iter()
+        .zip(batch.columns())
+        .all(|(column, array)| fill_text(&mut cells[*column], array.as_ref()))
+}
+
+/// Copies an Arrow string or binary array into a text column's arena. `false`
+/// (the cells then half-filled, to be cleared) when it is not valid UTF-8 as
+/// a whole, or a value boundary falls inside a character.
+fn fill_text(cells: &mut ColumnCells, array: &dyn Array) -> bool {
+    let any = array.as_any();
+    if let Some(array) = any.downcast_ref::<StringArray>() {
+        fill_bytes(cells, array)
+    } else if let Some(array) = any.downcast_ref::<BinaryArray>() {
+        fill_bytes(cells, array)
+    } else if let Some(array) = any.downcast_ref::<LargeStringArray>() {
+        fill_bytes(cells, array)
+    } else if let Some(array) = any.downcast_ref::<LargeBinaryArray>() {
+        fill_bytes(cells, array)
+    } else {
+        false
+    }
+}
+
+fn fill_bytes<T: ByteArrayType>(cells: &mut ColumnCells, array: &GenericByteArray<T>) -> bool {
+    let offsets = array.value_offsets();
+    let (Some(first), Some(last)) = (offsets.first(), offsets.last()) else {
+        return false;
+    };
+    let (start, end) = (first.as_usize(), last.as_usize());
+    let Some(bytes) = array.value_data().get(start..end) else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    if u32::try_from(text.len()).is_err()
+        || !offsets
+            .iter()
+            .all(|offset| text.is_char_boundary(offset.as_usize() - start))
+    {
+        return false;
+    }
+    cells.clear(CellKind::Text);
+    cells.text.push_str(text);
+    cells.text_ends.extend(
+        offsets[1..]
+            .iter()
+            .map(|offset| (offset.as_usize() - start) as u32),
+    );
+    if let Some(nulls) = array.nulls().filter(|nulls| nulls.null_count() > 0) {
+        cells.present.extend(nulls.iter());
+    }
+    true
 }
 
 /// Reads the slice's rows of one column (skipping the rows before it) into
@@ -1289,5 +1415,154 @@ mod tests {
             assert_eq!(events(&path, slice_rows), whole, "slices of {slice_rows} rows");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes ids (required, UTF-8), `version` (optional, plain bytes: no
+    /// UTF-8 annotation, `bad` rows not UTF-8) and `error_type` (optional,
+    /// UTF-8, dictionary-encoded) in row groups of 300, with nulls.
+    fn write_text_file(path: &Path, bad: impl Fn(usize) -> bool) {
+        let column = |name: &str, logical: Option<LogicalType>, repetition| {
+            Arc::new(
+                Type::primitive_type_builder(name, PhysicalType::BYTE_ARRAY)
+                    .with_repetition(repetition)
+                    .with_logical_type(logical)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        let schema = Type::group_type_builder("schema")
+            .with_fields(vec![
+                column("prediction_id", Some(LogicalType::String), Repetition::REQUIRED),
+                column("version", None, Repetition::OPTIONAL),
+                column("error_type", Some(LogicalType::String), Repetition::OPTIONAL),
+            ])
+            .build()
+            .unwrap();
+        let properties = WriterProperties::builder()
+            .set_data_page_row_count_limit(50)
+            .set_write_batch_size(10)
+            .build();
+        let file = File::create(path).unwrap();
+        let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(properties)).unwrap();
+        for rows in [0..300, 300..ROWS] {
+            let mut group = writer.next_row_group().unwrap();
+            let ids: Vec<ByteArray> = rows
+                .clone()
+                .map(|row| ByteArray::from(format!("p{row}é").as_str()))
+                .collect();
+            let version_levels: Vec<i16> = rows.clone().map(|row| i16::from(row % 7 != 0)).collect();
+            let versions: Vec<ByteArray> = rows
+                .clone()
+                .filter(|row| row % 7 != 0)
+                .map(|row| {
+                    if bad(row) {
+                        ByteArray::from(vec![b'v', 0xff, b'0' + (row % 10) as u8])
+                    } else {
+                        ByteArray::from(format!("v{}", row % 4).as_str())
+                    }
+                })
+                .collect();
+            let error_levels: Vec<i16> = rows.clone().map(|row| i16::from(row % 3 == 0)).collect();
+            let errors: Vec<ByteArray> = rows
+                .clone()
+                .filter(|row| row % 3 == 0)
+                .map(|row| ByteArray::from(if row % 2 == 0 { "Timeout" } else { "" }))
+                .collect();
+            for (values, levels) in [
+                (&ids, None),
+                (&versions, Some(&version_levels)),
+                (&errors, Some(&error_levels)),
+            ] {
+                let mut column = group.next_column().unwrap().unwrap();
+                column
+                    .typed::<ByteArrayType>()
+                    .write_batch(values, levels.map(Vec::as_slice), None)
+                    .unwrap();
+                column.close().unwrap();
+            }
+            group.close().unwrap();
+        }
+        writer.close().unwrap();
+    }
+
+    /// Each slice's text columns, decoded with the Arrow reader when the
+    /// layout has it, with whether it was used.
+    fn text_cells(layout: &ParquetLayout, input: &InputFile) -> Vec<(bool, Vec<Vec<Option<String>>>)> {
+        let mut chunks = Vec::new();
+        read_row_groups(
+            input,
+            layout,
+            0,
+            |_| {},
+            |chunk| {
+                chunks.push(chunk);
+                true
+            },
+        )
+        .unwrap();
+        chunks
+            .iter()
+            .map(|chunk| {
+                let slice = chunk.rows.as_ref().unwrap();
+                let mut probe: Vec<ColumnCells> = std::iter::repeat_with(ColumnCells::default)
+                    .take(layout.plans.len())
+                    .collect();
+                let arrow = decode_text_columns(layout, slice, &mut probe);
+                let mut buffers = Buffers::default();
+                decode_slice(layout, slice, &input.path, &mut buffers).unwrap();
+                let columns = buffers
+                    .cells
+                    .iter()
+                    .map(|cells| {
+                        (0..slice.rows)
+                            .map(|row| cells.text(row).map(str::to_owned))
+                            .collect()
+                    })
+                    .collect();
+                (arrow, columns)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_columns_read_through_arrow_read_as_value_by_value() {
+        let dir = tempfile_dir("text");
+        for (name, bad) in [("utf8", false), ("invalid", true)] {
+            let path = dir.join(format!("{name}.parquet"));
+            write_text_file(&path, |row| bad && row % 50 == 1);
+            let input = InputFile::detect(&path).unwrap();
+            for slice_rows in [SLICE_ROWS, 7, 64, 299, 300] {
+                let mut layout = ParquetLayout::open(&input, Kind::Predictions).unwrap();
+                layout.slice_rows = slice_rows;
+                assert_eq!(layout.text_columns, [0, 1, 2]);
+                let through_arrow = text_cells(&layout, &input);
+                layout.arrow = None;
+                let by_value = text_cells(&layout, &input);
+                assert_eq!(through_arrow.len(), by_value.len());
+                for (slice, ((arrow, columns), (_, expected))) in
+                    through_arrow.iter().zip(&by_value).enumerate()
+                {
+                    // Invalid UTF-8 is left to the value-by-value path, which
+                    // replaces it; a slice without any goes through Arrow.
+                    let has_bad = expected[1].iter().flatten().any(|text| text.contains('\u{fffd}'));
+                    assert_eq!(*arrow, !has_bad, "{name}, slices of {slice_rows}, slice {slice}");
+                    assert_eq!(columns, expected, "{name}, slices of {slice_rows}, slice {slice}");
+                }
+                let rows: usize = by_value.iter().map(|(_, columns)| columns[0].len()).sum();
+                assert_eq!(rows, ROWS);
+                let first = &by_value[0].1;
+                assert_eq!(first[0][0].as_deref(), Some("p0é"));
+                assert_eq!(first[1][0], None);
+                assert_eq!(first[2][0].as_deref(), Some("Timeout"));
+                assert_eq!(first[2][1], None);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("modelwatch-parquet-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }
