@@ -125,6 +125,28 @@ impl JoinMap {
         }
     }
 
+    /// [`JoinMap::with_capacity`], its memory touched by `threads` threads
+    /// at once. A fresh table's pages are faulted in (and zeroed by the
+    /// kernel) as they are first written, and the first chunk's random
+    /// insertions touch nearly all of them: at 10M predictions, half a GB
+    /// zeroed by the serial step while the other workers wait their turn.
+    fn touched(predictions: usize, threads: usize) -> Self {
+        let mut map = Self::with_capacity(predictions);
+        // One write per 4 KiB page.
+        const SLOTS_PER_PAGE: usize = 4096 / std::mem::size_of::<Slot>();
+        let part = map.slots.len().div_ceil(threads.max(1)).max(SLOTS_PER_PAGE);
+        std::thread::scope(|scope| {
+            for slots in map.slots.chunks_mut(part) {
+                scope.spawn(move || {
+                    for slot in slots.iter_mut().step_by(SLOTS_PER_PAGE) {
+                        slot[0] = 0;
+                    }
+                });
+            }
+        });
+        map
+    }
+
     fn home(&self, hash: u64) -> usize {
         (hash >> self.shift) as usize
     }
@@ -970,7 +992,19 @@ impl Catalog {
         // below: the same confusion matrices as adding each outcome, which
         // looks up both class names in the matrix's maps (millions of
         // labels, on the one thread, after everything else).
-        let mut confusion: FxHashMap<(u32, u32, u32, u32), u64> = FxHashMap::default();
+        let mut confusion = Confusion::new(
+            self.cells.len(),
+            self.models
+                .iter()
+                .map(|model| model.segment_values.len())
+                .max()
+                .unwrap_or(0),
+            self.models
+                .iter()
+                .map(|model| model.classes.names.len())
+                .max()
+                .unwrap_or(0),
+        );
         let mut unscorable = 0;
         for entry in self.join.iter() {
             if entry.label == UNLABELED {
@@ -983,14 +1017,12 @@ impl Catalog {
             let model_index = self.series[self.cells[entry.cell as usize].series as usize].0;
             let model = &self.models[model_index as usize];
             if entry.label == LABELED_WITHOUT_BUSINESS && model.kind != Some(ModelKind::Regression) {
-                *confusion
-                    .entry((
-                        entry.cell,
-                        entry.segments,
-                        entry.predicted as u32,
-                        entry.actual as u32,
-                    ))
-                    .or_default() += 1;
+                confusion.add(
+                    entry.cell,
+                    entry.segments,
+                    entry.predicted as u32,
+                    entry.actual as u32,
+                );
                 continue;
             }
             let scored = match model.kind {
@@ -1018,7 +1050,7 @@ impl Catalog {
                 .or_default()
                 .add(&outcome, Sign::Add);
         }
-        for ((cell, segments, predicted, actual), count) in confusion {
+        for ((cell, segments, predicted, actual), count) in confusion.counts() {
             let model_index = self.series[self.cells[cell as usize].series as usize].0;
             let classes = &self.models[model_index as usize].classes.names;
             let counted = Quality {
@@ -1033,6 +1065,85 @@ impl Catalog {
         }
         self.labels.unscorable = unscorable;
         qualities
+    }
+}
+
+/// Labels counted per (cell, segment set, predicted class, actual class):
+/// in a dense table when the four sizes multiply to a few million at most
+/// (a report's cells times its classes squared, usually), else in a map.
+/// Millions of labels are counted on one thread at the end of a report, and
+/// a map entry per label was most of it.
+enum Confusion {
+    Dense {
+        counts: Vec<u64>,
+        segment_sets: usize,
+        classes: usize,
+    },
+    Sparse(FxHashMap<(u32, u32, u32, u32), u64>),
+}
+
+/// Most entries of a dense [`Confusion`] (32 MB).
+const DENSE_CONFUSION: usize = 1 << 22;
+
+impl Confusion {
+    fn new(cells: usize, segment_sets: usize, classes: usize) -> Self {
+        let segment_sets = segment_sets.max(1);
+        match cells
+            .checked_mul(segment_sets)
+            .and_then(|size| size.checked_mul(classes))
+            .and_then(|size| size.checked_mul(classes))
+            .filter(|size| *size <= DENSE_CONFUSION)
+        {
+            Some(size) => Confusion::Dense {
+                counts: vec![0; size],
+                segment_sets,
+                classes,
+            },
+            None => Confusion::Sparse(FxHashMap::default()),
+        }
+    }
+
+    fn add(&mut self, cell: u32, segments: u32, predicted: u32, actual: u32) {
+        match self {
+            Confusion::Dense {
+                counts,
+                segment_sets,
+                classes,
+            } => {
+                let index = ((cell as usize * *segment_sets + segments as usize) * *classes
+                    + predicted as usize)
+                    * *classes
+                    + actual as usize;
+                counts[index] += 1;
+            }
+            Confusion::Sparse(counts) => *counts.entry((cell, segments, predicted, actual)).or_default() += 1,
+        }
+    }
+
+    /// The non-zero counts.
+    fn counts(self) -> Vec<((u32, u32, u32, u32), u64)> {
+        match self {
+            Confusion::Dense {
+                counts,
+                segment_sets,
+                classes,
+            } => counts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, count)| *count > 0)
+                .map(|(index, count)| {
+                    let actual = index % classes;
+                    let predicted = index / classes % classes;
+                    let segments = index / classes / classes % segment_sets;
+                    let cell = index / classes / classes / segment_sets;
+                    (
+                        (cell as u32, segments as u32, predicted as u32, actual as u32),
+                        count,
+                    )
+                })
+                .collect(),
+            Confusion::Sparse(counts) => counts.into_iter().collect(),
+        }
     }
 }
 
@@ -1431,8 +1542,12 @@ where
     C: Send,
     W: Default + Send,
 {
-    let (sender, receiver) = mpsc::sync_channel::<(usize, Chunk)>(threads * QUEUED_CHUNKS);
-    let receiver = Mutex::new(receiver);
+    // Chunk `i` goes to worker `i % threads`: which chunks a worker adds
+    // into its state is then the same from run to run, and so are the
+    // merged states (floating-point sums depend on their grouping).
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| mpsc::sync_channel::<(usize, Chunk)>(QUEUED_CHUNKS))
+        .unzip();
     let turn = (Mutex::new(0usize), Condvar::new());
     let stop = AtomicBool::new(false);
     // The first chunk that could not be decoded (a corrupt Parquet page):
@@ -1449,26 +1564,29 @@ where
                     index,
                     move |bytes| bar.advance(bytes),
                     |chunk| {
-                        let sent = sender.send((sequence, chunk)).is_ok();
+                        let sent = senders[sequence % senders.len()].send((sequence, chunk)).is_ok();
                         sequence += 1;
                         sent && !stop.load(Ordering::Relaxed)
                     },
                     |_| Ok(()),
                 );
                 if let Err(error) = outcome {
-                    drop(sender);
+                    drop(senders);
                     return Err(error);
                 }
             }
-            drop(sender);
+            drop(senders);
             Ok(())
         });
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
+        let workers: Vec<_> = receivers
+            .into_iter()
+            .map(|receiver| {
+                let (parse, commit, aggregate) = (&parse, &commit, &aggregate);
+                let (turn, stop, failure) = (&turn, &stop, &failure);
+                scope.spawn(move || {
                     let mut state = W::default();
                     loop {
-                        let next = receiver.lock().expect("chunk queue lock").recv();
+                        let next = receiver.recv();
                         let Ok((sequence, chunk)) = next else { break };
                         let parsed = if stop.load(Ordering::Relaxed) {
                             P::default()
@@ -1539,7 +1657,7 @@ pub fn evaluate(
         .sum();
     let catalog = Mutex::new((
         Catalog {
-            join: JoinMap::with_capacity(known_predictions as usize),
+            join: JoinMap::touched(known_predictions as usize, settings.threads),
             ..Catalog::default()
         },
         vec![FileCounts::default(); predictions.0.len()],
