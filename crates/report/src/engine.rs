@@ -985,8 +985,10 @@ impl Catalog {
     /// The quality of every joined label, per cell and segment set: each
     /// label's outcome added to the quality of its prediction's cell with
     /// `core::quality`, as the server adds it to its prediction's bucket.
-    fn quality(&mut self) -> HashMap<(u32, u32), Quality> {
-        let mut qualities: HashMap<(u32, u32), Quality> = HashMap::new();
+    fn quality(&mut self) -> BTreeMap<(u32, u32), Quality> {
+        // In key order: the qualities of a cell's segment sets are merged into
+        // its bucket one after the other, and float sums depend on the order.
+        let mut qualities: BTreeMap<(u32, u32), Quality> = BTreeMap::new();
         // Classifications without business values, counted per (cell,
         // segment set, predicted, actual) and added as confusion counts
         // below: the same confusion matrices as adding each outcome, which
