@@ -1244,6 +1244,22 @@ mod tests {
 
     const ROWS: usize = 1000;
 
+    /// A flat column of a test file's schema.
+    fn leaf(
+        name: &str,
+        physical: PhysicalType,
+        logical: Option<LogicalType>,
+        repetition: Repetition,
+    ) -> Arc<Type> {
+        Arc::new(
+            Type::primitive_type_builder(name, physical)
+                .with_repetition(repetition)
+                .with_logical_type(logical)
+                .build()
+                .unwrap(),
+        )
+    }
+
     /// 1000 rows in row groups of 600 and 400, pages of at most 64 rows, a
     /// required id column, a dictionary-encoded version column and nulls in
     /// a feature.
@@ -1256,13 +1272,7 @@ mod tests {
             } else {
                 Repetition::OPTIONAL
             };
-            Arc::new(
-                Type::primitive_type_builder(name, physical)
-                    .with_repetition(repetition)
-                    .with_logical_type(logical)
-                    .build()
-                    .unwrap(),
-            )
+            leaf(name, physical, logical, repetition)
         };
         let schema = Type::group_type_builder("schema")
             .with_fields(vec![
@@ -1422,13 +1432,7 @@ mod tests {
     /// UTF-8, dictionary-encoded) in row groups of 300, with nulls.
     fn write_text_file(path: &Path, bad: impl Fn(usize) -> bool) {
         let column = |name: &str, logical: Option<LogicalType>, repetition| {
-            Arc::new(
-                Type::primitive_type_builder(name, PhysicalType::BYTE_ARRAY)
-                    .with_repetition(repetition)
-                    .with_logical_type(logical)
-                    .build()
-                    .unwrap(),
-            )
+            leaf(name, PhysicalType::BYTE_ARRAY, logical, repetition)
         };
         let schema = Type::group_type_builder("schema")
             .with_fields(vec![
