@@ -15,7 +15,8 @@
 //!   binary-searches in place (one SQLite row per entry made flushes and
 //!   merges most of the writer's work). Runs are numbered in order, so a run
 //!   is appended to the table's right edge. Each run has a Bloom filter in
-//!   memory. When the newest [`MERGE_WIDTH`] runs are of one
+//!   memory, stored beside it in `label_filters` (so that a start reads the
+//!   filters instead of every entry). When the newest [`MERGE_WIDTH`] runs are of one
 //!   size class, they are merged into one (dropping entries whose row is
 //!   gone), so that there are few runs to look in.
 //!
@@ -59,7 +60,14 @@ pub(crate) const SCHEMA: &str = "
         entries INTEGER NOT NULL,
         blob BLOB NOT NULL,
         PRIMARY KEY (run, first_id)
-    ) WITHOUT ROWID;";
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS label_filters (
+        run INTEGER PRIMARY KEY,
+        hasher INTEGER NOT NULL,
+        hashes INTEGER NOT NULL,
+        max_seq INTEGER NOT NULL,
+        bits BLOB NOT NULL
+    );";
 
 /// Created after a migration may have replaced an older `labels`.
 pub(crate) const HELD_INDEX: &str =
@@ -104,6 +112,9 @@ pub(crate) struct LabelIndex {
     next_run: i64,
     /// [`FLUSH_AT`], smaller in tests.
     flush_at: usize,
+    /// Runs whose filter was rebuilt on load, not stored (a database written
+    /// before filters were): (run, its largest `seq`).
+    unstored: Vec<(i64, i64)>,
 }
 
 /// What a flush (and the merges after it) changed in the database, applied
@@ -113,6 +124,59 @@ pub(crate) struct Pending {
     new_runs: Vec<Run>,
     /// How many of the newest runs the merges replaced.
     replaced: usize,
+}
+
+/// What the filters' hasher makes of a fixed text: a stored filter is used
+/// only if it equals this build's, since a filter read with another hash
+/// function would turn away ids it holds (a `fastbloom` upgrade that changed
+/// its hashing would then cost one rebuild from the runs, not wrong answers).
+fn hasher_fingerprint() -> i64 {
+    new_filter(1).source_hash("modelwatch label index") as i64
+}
+
+/// A run's filter as stored in `label_filters`, with the largest `seq` of
+/// its entries; `None` when there is none, or it is not this build's.
+fn stored_filter(connection: &Connection, run: i64) -> Result<Option<(BloomFilter, i64)>> {
+    let stored = connection
+        .prepare_cached("SELECT hasher, hashes, max_seq, bits FROM label_filters WHERE run = ?1")?
+        .query_row([run], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((hasher, hashes, max_seq, bytes)) = stored else {
+        return Ok(None);
+    };
+    if hasher != hasher_fingerprint() || bytes.is_empty() || bytes.len() % 8 != 0 {
+        return Ok(None);
+    }
+    let words = bytes
+        .chunks_exact(8)
+        .map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes")))
+        .collect();
+    Ok(Some((
+        BloomFilter::from_vec(words).seed(&SEED).hashes(hashes),
+        max_seq,
+    )))
+}
+
+/// Stores a run's filter, in the transaction that writes the run.
+fn store_filter(connection: &Connection, run: i64, filter: &BloomFilter, max_seq: i64) -> Result<()> {
+    let bytes: Vec<u8> = filter
+        .as_slice()
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO label_filters (run, hasher, hashes, max_seq, bits) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![run, hasher_fingerprint(), filter.num_hashes(), max_seq, bytes])?;
+    Ok(())
 }
 
 fn new_filter(expected: usize) -> BloomFilter {
@@ -133,8 +197,9 @@ fn size_class(len: usize, flush_at: usize) -> u32 {
 }
 
 impl LabelIndex {
-    /// Reads the index back: the runs' filters, and `recent` from the rows
-    /// past the flush watermark.
+    /// Reads the index back: the runs' filters (stored with each run; rebuilt
+    /// from its entries for a run stored without one), and `recent` from
+    /// the rows past the flush watermark.
     pub(crate) fn load(connection: &Connection) -> Result<Self> {
         let flushed: i64 = connection
             .query_row("SELECT value FROM meta WHERE key = ?1", [FLUSHED_KEY], |row| {
@@ -148,17 +213,29 @@ impl LabelIndex {
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut runs = Vec::with_capacity(sizes.len());
+        let mut unstored = Vec::new();
         let mut max_seq = flushed;
         let mut statement = run_statement(connection)?;
         for (run, len) in sizes {
             let len = len as usize;
-            let mut filter = new_filter(len);
-            let mut cursor = RunCursor::new(&mut statement, run)?;
-            while cursor.advance()? {
-                filter.insert(utf8(&cursor.id)?);
-                max_seq = max_seq.max(cursor.seq);
-            }
-            drop(cursor);
+            let filter = match stored_filter(connection, run)? {
+                Some((filter, run_max_seq)) => {
+                    max_seq = max_seq.max(run_max_seq);
+                    filter
+                }
+                None => {
+                    let mut filter = new_filter(len);
+                    let mut run_max_seq = 0;
+                    let mut cursor = RunCursor::new(&mut statement, run)?;
+                    while cursor.advance()? {
+                        filter.insert(utf8(&cursor.id)?);
+                        run_max_seq = run_max_seq.max(cursor.seq);
+                    }
+                    max_seq = max_seq.max(run_max_seq);
+                    unstored.push((run, run_max_seq));
+                    filter
+                }
+            };
             runs.push(Run {
                 run,
                 len,
@@ -181,7 +258,25 @@ impl LabelIndex {
             next_seq: max_seq + 1,
             next_run,
             flush_at: FLUSH_AT,
+            unstored,
         })
+    }
+
+    /// Stores the filters that [`LabelIndex::load`] had to rebuild, so that
+    /// the next start reads them. In one transaction of its own.
+    pub(crate) fn store_rebuilt_filters(&mut self, connection: &Connection) -> Result<()> {
+        if self.unstored.is_empty() {
+            return Ok(());
+        }
+        let transaction = connection.unchecked_transaction()?;
+        for (run, max_seq) in &self.unstored {
+            if let Some(stored) = self.runs.iter().find(|stored| stored.run == *run) {
+                store_filter(&transaction, *run, &stored.filter, *max_seq)?;
+            }
+        }
+        transaction.commit()?;
+        self.unstored.clear();
+        Ok(())
     }
 
     pub(crate) fn runs(&self) -> usize {
@@ -410,8 +505,10 @@ fn merge_runs(
     }
     drop(cursors);
     let mut delete = connection.prepare_cached("DELETE FROM label_runs WHERE run = ?1")?;
+    let mut delete_filter = connection.prepare_cached("DELETE FROM label_filters WHERE run = ?1")?;
     for run in runs {
         delete.execute([run])?;
+        delete_filter.execute([run])?;
     }
     builder.finish(connection)
 }
@@ -433,6 +530,7 @@ struct RunBuilder {
     ends: Vec<u32>,
     first: String,
     len: usize,
+    max_seq: i64,
     filter: BloomFilter,
 }
 
@@ -444,6 +542,7 @@ impl RunBuilder {
             ends: Vec::with_capacity(CHUNK),
             first: String::new(),
             len: 0,
+            max_seq: 0,
             filter: new_filter(expected),
         }
     }
@@ -459,6 +558,7 @@ impl RunBuilder {
         self.ends.push(self.data.len() as u32);
         self.filter.insert(id);
         self.len += 1;
+        self.max_seq = self.max_seq.max(seq);
         if self.ends.len() == CHUNK {
             self.write_chunk(connection)?;
         }
@@ -486,6 +586,7 @@ impl RunBuilder {
         if !self.ends.is_empty() {
             self.write_chunk(connection)?;
         }
+        store_filter(connection, self.run, &self.filter, self.max_seq)?;
         Ok(Run {
             run: self.run,
             len: self.len,
@@ -829,6 +930,112 @@ mod tests {
     }
 
     /// A merge drops the entries of deleted labels.
+    #[test]
+    fn runs_keep_their_filters_beside_them_and_a_missing_or_foreign_one_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("modelwatch.db");
+        let open = || {
+            let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+            store.set_label_flush_at(10);
+            store
+        };
+        let ids: Vec<String> = (0..35).map(|number| format!("id{number:04}")).collect();
+        let mut store = open();
+        for batch in ids.chunks(10) {
+            store
+                .transaction(|writer| {
+                    for id in batch {
+                        writer.insert_label(id, false, id.as_bytes())?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(store.label_runs(), 3);
+        let runs_and_filters = || {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            let list = |sql: &str| -> Vec<i64> {
+                let mut statement = connection.prepare(sql).unwrap();
+                statement
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap()
+            };
+            (
+                list("SELECT DISTINCT run FROM label_runs ORDER BY run"),
+                list("SELECT run FROM label_filters ORDER BY run"),
+            )
+        };
+        let (runs, filters) = runs_and_filters();
+        assert_eq!(runs.len(), 3);
+        assert_eq!(filters, runs, "one stored filter per run");
+        let found =
+            |store: &mut SqliteStore, id: &str| store.transaction(|writer| writer.get_label(id)).unwrap();
+        let all_found = |store: &mut SqliteStore| {
+            for id in &ids {
+                let row = found(store, id).unwrap_or_else(|| panic!("{id} is lost"));
+                assert_eq!(row.body, id.as_bytes());
+            }
+            assert_eq!(found(store, "absent"), None);
+        };
+        drop(store);
+        let mut store = open();
+        all_found(&mut store);
+        drop(store);
+
+        // The stored filter is the one used: emptied, it turns its run's ids away.
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        let (first, last) = (runs[0], runs[2]);
+        let bits: Vec<u8> = connection
+            .query_row("SELECT bits FROM label_filters WHERE run = ?1", [first], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        connection
+            .execute(
+                "UPDATE label_filters SET bits = ?1 WHERE run = ?2",
+                rusqlite::params![vec![0u8; bits.len()], first],
+            )
+            .unwrap();
+        let mut store = open();
+        assert_eq!(found(&mut store, &ids[0]), None, "the emptied filter was read");
+        drop(store);
+
+        // A filter from another hasher, and a missing one, are rebuilt from
+        // their runs' entries.
+        connection
+            .execute(
+                "UPDATE label_filters SET hasher = hasher + 1 WHERE run = ?1",
+                [first],
+            )
+            .unwrap();
+        connection
+            .execute("DELETE FROM label_filters WHERE run = ?1", [last])
+            .unwrap();
+        drop(connection);
+        let mut store = open();
+        all_found(&mut store);
+        assert_eq!(runs_and_filters().1, runs, "the rebuilt filters are stored again");
+
+        // A merge replaces its runs' filters with the merged run's.
+        store
+            .transaction(|writer| {
+                for number in 35..45 {
+                    writer.insert_label(&format!("id{number:04}"), false, b"x")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.label_runs(), 1, "four runs of 10 merged into one");
+        let (runs, filters) = runs_and_filters();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(filters, runs);
+        drop(store);
+        let mut store = open();
+        all_found(&mut store);
+    }
+
     #[test]
     fn merges_forget_deleted_labels() {
         let dir = tempfile::tempdir().unwrap();

@@ -242,7 +242,10 @@ impl SqliteStore {
                 )?;
             }
         }
-        let labels = LabelIndex::load(&connection)?;
+        let mut labels = LabelIndex::load(&connection)?;
+        // Filters stored now spare the next start reading their runs; if they
+        // cannot be, the next start rebuilds them again, as this one did.
+        let _ = labels.store_rebuilt_filters(&connection);
         Ok(Self {
             connection,
             path,
