@@ -97,8 +97,6 @@ struct JoinMap {
     /// The values too wide for a slot's 32 bits: regression outputs and
     /// actuals (their bits).
     wide: Vec<u64>,
-    /// `slots.len()` is a power of two; a hash's home is its top bits.
-    shift: u32,
     len: usize,
 }
 
@@ -113,14 +111,15 @@ const LOAD_NUMERATOR: usize = 7;
 const LOAD_DENOMINATOR: usize = 10;
 
 impl JoinMap {
+    /// A table for `predictions` at the most filled share: any number of
+    /// slots, not a power of two (at 10M predictions, 457 MB rather than
+    /// 537), since a hash's home is its range-scaled value
+    /// ([`JoinMap::home`]).
     fn with_capacity(predictions: usize) -> Self {
-        let slots = (predictions * LOAD_DENOMINATOR / LOAD_NUMERATOR + 1)
-            .next_power_of_two()
-            .max(16);
+        let slots = (predictions * LOAD_DENOMINATOR / LOAD_NUMERATOR + 1).max(16);
         Self {
             slots: vec![[0; 4]; slots],
             wide: Vec::new(),
-            shift: 64 - slots.trailing_zeros(),
             len: 0,
         }
     }
@@ -147,20 +146,24 @@ impl JoinMap {
         map
     }
 
+    /// `hash` scaled to the slots' range: `hash * len / 2^64`, which spreads
+    /// a uniform hash evenly over any number of slots.
     fn home(&self, hash: u64) -> usize {
-        (hash >> self.shift) as usize
+        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// The slot of `hash`, or the empty slot where it would go.
     fn probe(&self, hash: u64) -> usize {
-        let mask = self.slots.len() - 1;
         let mut position = self.home(hash);
         loop {
             let slot = self.slots[position][0];
             if slot == hash || slot == 0 {
                 return position;
             }
-            position = (position + 1) & mask;
+            position += 1;
+            if position == self.slots.len() {
+                position = 0;
+            }
         }
     }
 
