@@ -736,8 +736,9 @@ fn decode_text_columns(layout: &ParquetLayout, slice: &RowSlice, cells: &mut [Co
 }
 
 /// Copies an Arrow string or binary array into a text column's arena. `false`
-/// (the cells then half-filled, to be cleared) when it is not valid UTF-8 as
-/// a whole, or a value boundary falls inside a character.
+/// (the cells untouched) when it is not valid UTF-8 as a whole, or a value
+/// boundary falls inside a character. A slice whose text columns are then
+/// read value by value has paid for the Arrow attempt too.
 fn fill_text(cells: &mut ColumnCells, array: &dyn Array) -> bool {
     let any = array.as_any();
     if let Some(array) = any.downcast_ref::<StringArray>() {
