@@ -433,7 +433,18 @@ impl SqliteStore {
 /// transaction.
 pub struct Reader {
     connection: Connection,
+    /// Lookups since the database file was last mapped afresh.
+    lookups_mapped: std::cell::Cell<u32>,
 }
+
+/// How much of the database file a reader maps: all of it, in practice
+/// (`SQLITE_MAX_MMAP_SIZE`, set in `.cargo/config.toml`, caps it).
+const READER_MMAP_BYTES: i64 = 1 << 40;
+
+/// Lookups after which a reader maps the file afresh. Every page a lookup
+/// touches stays mapped, and counts in the process's RSS, until then (64 KiB
+/// each, the kernel's fault-around): at most about 16 MiB per reader.
+const READER_REMAP_EVERY: u32 = 256;
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -452,7 +463,14 @@ impl Reader {
         // which it almost always has: only the upper B-tree levels stay warm
         // within one snapshot, and they are small.
         connection.pragma_update(None, "cache_size", -4096)?;
-        Ok(Self { connection })
+        // Lookups by id land on random pages: read through a memory map, a
+        // lookup touches the few 4 KiB parts of a page it needs, where `pread`
+        // copies the whole 64 KiB page (most of a label's cost, before).
+        connection.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
+        Ok(Self {
+            connection,
+            lookups_mapped: std::cell::Cell::new(0),
+        })
     }
 
     /// Runs `read` in one read transaction: one snapshot, one lock, and a page
@@ -490,12 +508,32 @@ impl Reader {
 
     /// The stored form of a committed prediction.
     pub fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?;
-        Ok(statement
-            .query_row([prediction_id], |row| row.get::<_, Vec<u8>>(0))
-            .optional()?)
+        let body = {
+            let mut statement = self
+                .connection
+                .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?;
+            statement
+                .query_row([prediction_id], |row| row.get::<_, Vec<u8>>(0))
+                .optional()?
+        };
+        self.count_mapped_lookup()?;
+        Ok(body)
+    }
+
+    /// Maps the file afresh every `READER_REMAP_EVERY` lookups, which unmaps
+    /// the pages the earlier ones touched: they are the OS's page cache
+    /// either way, but mapped they count in the process's RSS.
+    fn count_mapped_lookup(&self) -> Result<()> {
+        let lookups = self.lookups_mapped.get() + 1;
+        if lookups < READER_REMAP_EVERY {
+            self.lookups_mapped.set(lookups);
+            return Ok(());
+        }
+        self.lookups_mapped.set(0);
+        self.connection.pragma_update(None, "mmap_size", 0)?;
+        self.connection
+            .pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
+        Ok(())
     }
 }
 
@@ -766,6 +804,55 @@ mod tests {
             .unwrap();
         assert!(store.checkpoint().unwrap());
         assert_eq!(store.wal_bytes(), 0);
+    }
+
+    /// Lookups read the file through a map of all of it (which needs the
+    /// build's `SQLITE_MAX_MMAP_SIZE`), mapped afresh every
+    /// `READER_REMAP_EVERY` lookups, and still see rows that are only in
+    /// the WAL, and rows the file grew by after it was mapped.
+    #[test]
+    fn a_reader_maps_the_whole_file_and_finds_every_row_across_remaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let body = |index: usize| format!("{index:0>300}").into_bytes();
+        let id = |index: usize| format!("p{:08}", index * 7919 % 100_003);
+        let write = |store: &mut SqliteStore, range: std::ops::Range<usize>| {
+            store
+                .transaction(|writer| {
+                    for index in range {
+                        assert!(writer.insert_prediction(&row(&id(index), &body(index)))?);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        };
+        write(&mut store, 0..2_000);
+        assert!(store.checkpoint().unwrap());
+        let reader = Reader::open_path(&dir.path().join("modelwatch.db")).unwrap();
+        let mapped: i64 = reader
+            .connection
+            .pragma_query_value(None, "mmap_size", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mapped, READER_MMAP_BYTES, "SQLITE_MAX_MMAP_SIZE caps the map");
+        let check = |reader: &Reader, range: std::ops::Range<usize>| {
+            reader
+                .snapshot(|reader| {
+                    for index in range {
+                        let found = reader.get_prediction(&id(index))?;
+                        assert_eq!(found.as_deref(), Some(&body(index)[..]), "row {index}");
+                    }
+                    assert_eq!(reader.get_prediction("absent")?, None);
+                    Ok(())
+                })
+                .unwrap();
+        };
+        check(&reader, 0..2_000);
+        // Past the file's mapped end: first in the WAL only, then checkpointed.
+        write(&mut store, 2_000..4_000);
+        check(&reader, 0..4_000);
+        assert!(store.checkpoint().unwrap());
+        check(&reader, 1_000..4_000);
+        assert!(reader.lookups_mapped.get() < READER_REMAP_EVERY);
     }
 
     #[test]
