@@ -276,10 +276,11 @@ fn prefetch_predictions(rows: &mut [ParsedLabel], shared: &crate::state::Shared)
         reader.snapshot(|reader| {
             for index in order {
                 let row = &mut rows[index];
-                let Some(body) = reader.get_prediction(&row.label.prediction_id)? else {
-                    continue;
-                };
-                row.prediction = shared.names.decode_scored(&body).ok();
+                row.prediction = reader
+                    .with_prediction(&row.label.prediction_id, |body| {
+                        shared.names.decode_scored(body).ok()
+                    })?
+                    .flatten();
             }
             Ok(())
         })

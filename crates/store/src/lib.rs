@@ -508,16 +508,28 @@ impl Reader {
 
     /// The stored form of a committed prediction.
     pub fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
-        let body = {
+        self.with_prediction(prediction_id, <[u8]>::to_vec)
+    }
+
+    /// Reads the stored form of a committed prediction where it lies (in the
+    /// mapped file, usually), without copying it.
+    pub fn with_prediction<R>(
+        &self,
+        prediction_id: &str,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let read_back = {
             let mut statement = self
                 .connection
                 .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?;
-            statement
-                .query_row([prediction_id], |row| row.get::<_, Vec<u8>>(0))
-                .optional()?
+            let mut rows = statement.query([prediction_id])?;
+            match rows.next()? {
+                Some(row) => Some(read(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?)),
+                None => None,
+            }
         };
         self.count_mapped_lookup()?;
-        Ok(body)
+        Ok(read_back)
     }
 
     /// Maps the file afresh every `READER_REMAP_EVERY` lookups, which unmaps
