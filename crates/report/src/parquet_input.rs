@@ -685,14 +685,121 @@ fn decode_slice(
         if text_done && layout.text_columns.binary_search(&index).is_ok() {
             continue;
         }
-        let max_level = schema.column(index).max_def_level();
-        let column_reader = reader.get_column_reader(index).map_err(unreadable)?;
-        decode_column(column_reader, plan, slice, max_level, scratch, column).map_err(unreadable)?;
+        let descriptor = schema.column(index);
+        let max_level = descriptor.max_def_level();
+        // Past the first rows, a column chunk's data pages are usually plain:
+        // the writer's dictionary filled up and it fell back. Each slice
+        // would decompress and decode the dictionary page again (pyarrow's
+        // hold up to 1 MB) for nothing, so it is dropped, and the column read
+        // again with it if one of the slice's pages turns out to need it.
+        let mut decoded = false;
+        if slice.first_row > 0 {
+            let pages = WithoutDictionary::new(reader.get_column_page_reader(index).map_err(unreadable)?);
+            let column_reader = parquet::column::reader::get_column_reader(descriptor, Box::new(pages));
+            match decode_column(column_reader, plan, slice, max_level, scratch, column) {
+                Ok(()) => decoded = true,
+                Err(error) if WithoutDictionary::needed_it(&error) => {}
+                Err(error) => return Err(unreadable(error)),
+            }
+        }
+        if !decoded {
+            let column_reader = reader.get_column_reader(index).map_err(unreadable)?;
+            decode_column(column_reader, plan, slice, max_level, scratch, column).map_err(unreadable)?;
+        }
         if max_level > 0 {
             column.spread(&scratch.levels, max_level);
         }
     }
     Ok(())
+}
+
+/// A column chunk's pages without its dictionary page, which is skipped
+/// unread. A data page that needs the dictionary is refused with an error
+/// that [`WithoutDictionary::needed_it`] recognizes (the column reader
+/// itself would panic), before the reader decodes anything of it; pages that
+/// are only skipped whole never need it.
+struct WithoutDictionary {
+    pages: Box<dyn parquet::column::page::PageReader>,
+    /// Whether the first page was looked at (and skipped if a dictionary).
+    started: bool,
+    dropped: bool,
+}
+
+#[derive(Debug)]
+struct NeedsDictionary;
+
+impl fmt::Display for NeedsDictionary {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a dictionary-encoded page, read without its dictionary")
+    }
+}
+
+impl std::error::Error for NeedsDictionary {}
+
+impl WithoutDictionary {
+    fn new(pages: Box<dyn parquet::column::page::PageReader>) -> Self {
+        Self {
+            pages,
+            started: false,
+            dropped: false,
+        }
+    }
+
+    fn needed_it(error: &ParquetError) -> bool {
+        matches!(error, ParquetError::External(inner) if inner.is::<NeedsDictionary>())
+    }
+
+    fn start(&mut self) -> parquet::errors::Result<()> {
+        if !self.started {
+            self.started = true;
+            if self.pages.peek_next_page()?.is_some_and(|page| page.is_dict) {
+                self.pages.skip_next_page()?;
+                self.dropped = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for WithoutDictionary {
+    type Item = parquet::errors::Result<parquet::column::page::Page>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use parquet::column::page::PageReader;
+        self.get_next_page().transpose()
+    }
+}
+
+impl parquet::column::page::PageReader for WithoutDictionary {
+    fn get_next_page(&mut self) -> parquet::errors::Result<Option<parquet::column::page::Page>> {
+        use parquet::basic::Encoding;
+        self.start()?;
+        let page = self.pages.get_next_page()?;
+        if self.dropped
+            && let Some(page) = &page
+            && matches!(
+                page.encoding(),
+                Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+            )
+        {
+            return Err(ParquetError::External(Box::new(NeedsDictionary)));
+        }
+        Ok(page)
+    }
+
+    fn peek_next_page(&mut self) -> parquet::errors::Result<Option<parquet::column::page::PageMetadata>> {
+        self.start()?;
+        self.pages.peek_next_page()
+    }
+
+    fn skip_next_page(&mut self) -> parquet::errors::Result<()> {
+        self.start()?;
+        self.pages.skip_next_page()
+    }
+
+    fn at_record_boundary(&mut self) -> parquet::errors::Result<bool> {
+        self.pages.at_record_boundary()
+    }
 }
 
 /// Decodes the slice's text columns through the Arrow reader, all at once.
@@ -1293,10 +1400,13 @@ mod tests {
             ])
             .build()
             .unwrap();
+        // Dictionaries that fill up after a few pages, as pyarrow's do at
+        // scale: the ids, times and amounts fall back to plain pages.
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_data_page_row_count_limit(64)
             .set_write_batch_size(16)
+            .set_dictionary_page_size_limit(512)
             .build();
         let file = File::create(path).unwrap();
         let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(properties)).unwrap();
@@ -1424,6 +1534,123 @@ mod tests {
         }
         for slice_rows in [7, 64, 599, 600] {
             assert_eq!(events(&path, slice_rows), whole, "slices of {slice_rows} rows");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A slice past a column's dictionary-encoded pages is read without the
+    /// dictionary page; one that starts among them is refused (and read
+    /// again with it by `decode_slice`), never misread.
+    #[test]
+    fn a_slice_past_the_dictionary_encoded_pages_skips_the_dictionary() {
+        use parquet::basic::Encoding;
+        use parquet::column::page::Page;
+        use parquet::data_type::DoubleType;
+        let dir = std::env::temp_dir().join(format!("modelwatch-parquet-dictionary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.parquet");
+        let schema = Type::group_type_builder("schema")
+            .with_fields(vec![leaf("x", PhysicalType::DOUBLE, None, Repetition::REQUIRED)])
+            .build()
+            .unwrap();
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_data_page_row_count_limit(64)
+            .set_write_batch_size(16)
+            .set_dictionary_page_size_limit(1024)
+            .build();
+        let values: Vec<f64> = (0..ROWS).map(|row| row as f64 * 0.5).collect();
+        let mut writer = SerializedFileWriter::new(
+            File::create(&path).unwrap(),
+            Arc::new(schema),
+            Arc::new(properties),
+        )
+        .unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<DoubleType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let group = parquet::file::reader::FileReader::get_row_group(&reader, 0).unwrap();
+        // The rows of the dictionary-encoded pages, which come first.
+        let mut encoded_rows = 0;
+        let mut plain_pages = 0;
+        let mut pages = group.get_column_page_reader(0).unwrap();
+        while let Some(page) = pages.get_next_page().unwrap() {
+            match page {
+                Page::DictionaryPage { .. } => {}
+                Page::DataPage {
+                    num_values, encoding, ..
+                } => {
+                    if encoding == Encoding::RLE_DICTIONARY || encoding == Encoding::PLAIN_DICTIONARY {
+                        assert_eq!(plain_pages, 0, "dictionary-encoded pages come first");
+                        encoded_rows += num_values as usize;
+                    } else {
+                        plain_pages += 1;
+                    }
+                }
+                Page::DataPageV2 { .. } => panic!("v1 pages expected"),
+            }
+        }
+        assert!(
+            encoded_rows > 0 && plain_pages > 0,
+            "{encoded_rows} rows encoded, {plain_pages} plain pages"
+        );
+        let descriptor = parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .schema_descr()
+            .column(0);
+        for first_row in [
+            1,
+            63,
+            64,
+            encoded_rows - 1,
+            encoded_rows,
+            encoded_rows + 1,
+            700,
+            ROWS - 1,
+        ] {
+            let slice = RowSlice {
+                data: Arc::new(RowGroupData {
+                    row_group: 0,
+                    start: 0,
+                    bytes: Bytes::new(),
+                }),
+                first_row,
+                rows: (ROWS - first_row).min(100),
+            };
+            let pages = WithoutDictionary::new(group.get_column_page_reader(0).unwrap());
+            let column_reader =
+                parquet::column::reader::get_column_reader(Arc::clone(&descriptor), Box::new(pages));
+            let parquet::column::reader::ColumnReader::DoubleColumnReader(column_reader) = column_reader
+            else {
+                panic!("a double column");
+            };
+            let (mut levels, mut read) = (Vec::new(), Vec::new());
+            match read_rows(column_reader, &slice, false, &mut levels, &mut read) {
+                Ok(()) => {
+                    assert!(
+                        first_row >= encoded_rows,
+                        "row {first_row} read without its dictionary"
+                    );
+                    assert_eq!(
+                        read,
+                        values[first_row..first_row + slice.rows],
+                        "from row {first_row}"
+                    );
+                }
+                Err(error) => {
+                    assert!(WithoutDictionary::needed_it(&error), "{error}");
+                    assert!(first_row < encoded_rows, "row {first_row} refused: {error}");
+                }
+            }
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
