@@ -1352,6 +1352,24 @@ mod tests {
 
     const ROWS: usize = 1000;
 
+    /// A snappy file writer with pages of 64 rows, written 16 rows at a
+    /// time, whose dictionaries fall back to plain pages past
+    /// `dictionary_bytes`.
+    fn small_pages_writer(path: &Path, schema: Type, dictionary_bytes: usize) -> SerializedFileWriter<File> {
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_data_page_row_count_limit(64)
+            .set_write_batch_size(16)
+            .set_dictionary_page_size_limit(dictionary_bytes)
+            .build();
+        SerializedFileWriter::new(
+            File::create(path).unwrap(),
+            Arc::new(schema),
+            Arc::new(properties),
+        )
+        .unwrap()
+    }
+
     /// A flat column of a test file's schema.
     fn leaf(
         name: &str,
@@ -1402,14 +1420,7 @@ mod tests {
             .unwrap();
         // Dictionaries that fill up after a few pages, as pyarrow's do at
         // scale: the ids, times and amounts fall back to plain pages.
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_data_page_row_count_limit(64)
-            .set_write_batch_size(16)
-            .set_dictionary_page_size_limit(512)
-            .build();
-        let file = File::create(path).unwrap();
-        let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(properties)).unwrap();
+        let mut writer = small_pages_writer(path, schema, 512);
         for rows in [0..600, 600..ROWS] {
             let mut group = writer.next_row_group().unwrap();
             let all = vec![1i16; rows.len()];
@@ -1553,19 +1564,8 @@ mod tests {
             .with_fields(vec![leaf("x", PhysicalType::DOUBLE, None, Repetition::REQUIRED)])
             .build()
             .unwrap();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_data_page_row_count_limit(64)
-            .set_write_batch_size(16)
-            .set_dictionary_page_size_limit(1024)
-            .build();
         let values: Vec<f64> = (0..ROWS).map(|row| row as f64 * 0.5).collect();
-        let mut writer = SerializedFileWriter::new(
-            File::create(&path).unwrap(),
-            Arc::new(schema),
-            Arc::new(properties),
-        )
-        .unwrap();
+        let mut writer = small_pages_writer(&path, schema, 1024);
         let mut group = writer.next_row_group().unwrap();
         let mut column = group.next_column().unwrap().unwrap();
         column
