@@ -510,8 +510,9 @@ impl Reader {
         Ok(visited)
     }
 
-    /// The stored form of a committed prediction.
-    pub fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
+    /// The stored form of a committed prediction, copied.
+    #[cfg(test)]
+    fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
         self.with_prediction(prediction_id, <[u8]>::to_vec)
     }
 
@@ -522,16 +523,13 @@ impl Reader {
         prediction_id: &str,
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
-        let read_back = {
-            let mut statement = self
-                .connection
-                .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?;
-            let mut rows = statement.query([prediction_id])?;
-            match rows.next()? {
-                Some(row) => Some(read(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?)),
-                None => None,
-            }
-        };
+        let read_back = self
+            .connection
+            .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?
+            .query_row([prediction_id], |row| {
+                Ok(read(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?))
+            })
+            .optional()?;
         self.count_mapped_lookup()?;
         Ok(read_back)
     }
