@@ -693,7 +693,7 @@ fn decode_slice(
         // hold up to 1 MB) for nothing, so it is dropped, and the column read
         // again with it if one of the slice's pages turns out to need it.
         let mut decoded = false;
-        if slice.first_row > 0 {
+        if slice.first_row > 0 && may_skip_dictionary(row_group_metadata.column(index)) {
             let pages = WithoutDictionary::new(reader.get_column_page_reader(index).map_err(unreadable)?);
             let column_reader = parquet::column::reader::get_column_reader(descriptor, Box::new(pages));
             match decode_column(column_reader, plan, slice, max_level, scratch, column) {
@@ -711,6 +711,19 @@ fn decode_slice(
         }
     }
     Ok(())
+}
+
+/// Whether a slice may read the chunk without its dictionary page: it has
+/// one, and its footer does not say that every data page is
+/// dictionary-encoded (a low-cardinality column, which would only be read
+/// twice).
+fn may_skip_dictionary(column: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+    use parquet::basic::Encoding;
+    column.dictionary_page_offset().is_some()
+        && column.page_encoding_stats_mask().is_none_or(|mask| {
+            mask.encodings()
+                .any(|encoding| !matches!(encoding, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
+        })
 }
 
 /// A column chunk's pages without its dictionary page, which is skipped
@@ -1603,6 +1616,7 @@ mod tests {
             encoded_rows > 0 && plain_pages > 0,
             "{encoded_rows} rows encoded, {plain_pages} plain pages"
         );
+        assert!(may_skip_dictionary(group.metadata().column(0)));
         let descriptor = parquet::file::reader::FileReader::metadata(&reader)
             .file_metadata()
             .schema_descr()
@@ -1652,6 +1666,28 @@ mod tests {
                 }
             }
         }
+        // A column whose every page is dictionary-encoded is not tried
+        // without its dictionary.
+        let few = dir.join("few.parquet");
+        let schema = Type::group_type_builder("schema")
+            .with_fields(vec![leaf("x", PhysicalType::DOUBLE, None, Repetition::REQUIRED)])
+            .build()
+            .unwrap();
+        let mut writer = small_pages_writer(&few, schema, 1024);
+        let mut group = writer.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        let repeated: Vec<f64> = (0..ROWS).map(|row| (row % 3) as f64).collect();
+        column
+            .typed::<DoubleType>()
+            .write_batch(&repeated, None, None)
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(File::open(&few).unwrap()).unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        assert!(!may_skip_dictionary(metadata.row_group(0).column(0)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
