@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use modelwatch_core::codec;
+use modelwatch_core::event::ScoredPrediction;
 use modelwatch_core::series::{Delta, ModelKind};
 use modelwatch_core::wire::{self, BodyFormat, RowError};
 use serde::Serialize;
@@ -266,25 +267,29 @@ fn parse_labels(
     Ok((rows, errors))
 }
 
-/// Looks the labels' predictions up on a read connection, in id order (so
-/// that consecutive lookups share b-tree pages), so that the writer does not
-/// have to. A failure only leaves the lookups to the writer.
+/// Looks the labels' predictions up on a read connection, so that the writer
+/// does not have to: in id order, which walks the table from one wanted row
+/// to the next where they lie close together
+/// ([`modelwatch_store::Reader::with_predictions_in_order`]). A failure only
+/// leaves the lookups to the writer.
 fn prefetch_predictions(rows: &mut [ParsedLabel], shared: &crate::state::Shared) {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|a, b| rows[*a].label.prediction_id.cmp(&rows[*b].label.prediction_id));
+    let ids: Vec<&str> = order
+        .iter()
+        .map(|index| rows[*index].label.prediction_id.as_str())
+        .collect();
+    let mut predictions: Vec<Option<ScoredPrediction>> = vec![None; rows.len()];
     shared.readers.with(|reader| {
         reader.snapshot(|reader| {
-            for index in order {
-                let row = &mut rows[index];
-                row.prediction = reader
-                    .with_prediction(&row.label.prediction_id, |body| {
-                        shared.names.decode_scored(body).ok()
-                    })?
-                    .flatten();
-            }
-            Ok(())
+            reader.with_predictions_in_order(&ids, |position, body| {
+                predictions[order[position]] = shared.names.decode_scored(body).ok();
+            })
         })
     });
+    for (row, prediction) in rows.iter_mut().zip(predictions) {
+        row.prediction = prediction;
+    }
 }
 
 async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

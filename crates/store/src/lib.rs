@@ -450,6 +450,65 @@ const READER_MMAP_BYTES: i64 = 1 << 40;
 /// each, the kernel's fault-around): at most about 8 MiB per reader.
 const READER_REMAP_EVERY: u32 = 128;
 
+/// How [`Reader::with_predictions_in_order`] went through the table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    /// Descents from the B-tree's root.
+    pub lookups: u64,
+    /// Rows read by stepping from one row to the next.
+    pub steps: u64,
+}
+
+/// Steps along the table, in [`Reader::with_predictions_in_order`], that
+/// may find nothing: a credit, in eighths of a step, that a step spends and
+/// a step that finds a wanted row earns back several times over, so that
+/// stepping goes on while it pays. A lookup earns an eighth: with sparse
+/// ids, one step in eight lookups tries whether they have become dense. A
+/// step costs a small part of a lookup, so dense ids are found for much
+/// less, and sparse ones for little more.
+#[derive(Debug)]
+struct StepBudget {
+    credit: u32,
+}
+
+/// One step, in the budget's eighths.
+const STEP: u32 = 8;
+/// Steps allowed at first.
+const STEPS_ALLOWED: u32 = 8;
+/// Steps earned by a step that found a wanted row (besides its own).
+const STEPS_PER_FOUND: u32 = 4;
+/// The most steps that may go unrewarded in a row.
+const STEPS_AT_MOST: u32 = 64;
+/// Steps that touch about as many new pages as one lookup: a 64 KiB leaf
+/// holds a few hundred predictions.
+const STEPS_PER_MAPPED_LOOKUP: u32 = 16;
+
+impl Default for StepBudget {
+    fn default() -> Self {
+        Self {
+            credit: STEPS_ALLOWED * STEP,
+        }
+    }
+}
+
+impl StepBudget {
+    fn looked_up(&mut self) {
+        self.credit = (self.credit + 1).min(STEPS_AT_MOST * STEP);
+    }
+
+    fn stepped(&mut self, found: bool) {
+        self.credit = if found {
+            (self.credit + STEPS_PER_FOUND * STEP).min(STEPS_AT_MOST * STEP)
+        } else {
+            self.credit.saturating_sub(STEP)
+        };
+    }
+
+    fn may_step(&self) -> bool {
+        self.credit >= STEP
+    }
+}
+
 impl std::fmt::Debug for Reader {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("Reader")
@@ -530,15 +589,78 @@ impl Reader {
                 Ok(read(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?))
             })
             .optional()?;
-        self.count_mapped_lookup()?;
+        self.count_mapped_lookups(1)?;
         Ok(read_back)
+    }
+
+    /// Reads the stored form of each committed prediction of `ids`, which
+    /// are sorted (bytewise, as SQLite orders text), where it lies: `found`
+    /// gets the position in `ids` and the body of each one stored. An id
+    /// given twice is found twice.
+    ///
+    /// One lookup descends the B-tree from its root, about a tenth of a
+    /// label's cost. After one, the rows that follow it in key order are
+    /// read in turn while they keep being wanted, a step within the same
+    /// leaf: ids that are dense in key order (sequential, time-ordered,
+    /// labels arriving in about the order of their predictions) are found a
+    /// step apart. Steps that find nothing are allowed only a few per row
+    /// that steps found ([`StepBudget`]), so that sparse ids (random UUIDs)
+    /// cost about a lookup each, as [`Reader::with_prediction`] does.
+    pub fn with_predictions_in_order(
+        &self,
+        ids: &[&str],
+        mut found: impl FnMut(usize, &[u8]),
+    ) -> Result<Walk> {
+        debug_assert!(ids.is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()));
+        let mut statement = self.connection.prepare_cached(
+            "SELECT prediction_id, body FROM predictions WHERE prediction_id >= ?1 ORDER BY prediction_id",
+        )?;
+        let mut budget = StepBudget::default();
+        let mut walk = Walk::default();
+        let mut next = 0;
+        while next < ids.len() {
+            walk.lookups += 1;
+            budget.looked_up();
+            let mut steps = 0u32;
+            {
+                let mut rows = statement.query([ids[next]])?;
+                loop {
+                    let Some(row) = rows.next()? else {
+                        // Every id left sorts after the last stored one.
+                        next = ids.len();
+                        break;
+                    };
+                    let id = row.get_ref(0)?.as_bytes().map_err(rusqlite::Error::from)?;
+                    while next < ids.len() && ids[next].as_bytes() < id {
+                        next += 1;
+                    }
+                    let mut wanted = false;
+                    while next < ids.len() && ids[next].as_bytes() == id {
+                        found(next, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?);
+                        next += 1;
+                        wanted = true;
+                    }
+                    // The first row is the lookup's own.
+                    if steps > 0 {
+                        budget.stepped(wanted);
+                    }
+                    if next == ids.len() || !budget.may_step() {
+                        break;
+                    }
+                    steps += 1;
+                }
+            }
+            walk.steps += u64::from(steps);
+            self.count_mapped_lookups(1 + steps / STEPS_PER_MAPPED_LOOKUP)?;
+        }
+        Ok(walk)
     }
 
     /// Maps the file afresh every `READER_REMAP_EVERY` lookups, which unmaps
     /// the pages the earlier ones touched: they are the OS's page cache
     /// either way, but mapped they count in the process's RSS.
-    fn count_mapped_lookup(&self) -> Result<()> {
-        let lookups = self.lookups_mapped.get() + 1;
+    fn count_mapped_lookups(&self, lookups: u32) -> Result<()> {
+        let lookups = self.lookups_mapped.get() + lookups;
         if lookups < READER_REMAP_EVERY {
             self.lookups_mapped.set(lookups);
             return Ok(());
@@ -867,6 +989,76 @@ mod tests {
         assert!(store.checkpoint().unwrap());
         check(&reader, 1_000..4_000);
         assert!(reader.lookups_mapped.get() < READER_REMAP_EVERY);
+    }
+
+    /// Sorted lookups find what one lookup per id finds, ids given twice
+    /// included; dense ids take one descent for a run of them, and sparse
+    /// ones a descent each with few steps spent on rows nobody wants.
+    #[test]
+    fn sorted_lookups_step_through_dense_ids_and_descend_to_sparse_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let id = |number: usize| format!("p{number:07}");
+        let body = |number: usize| format!("body {number}").into_bytes();
+        // Every even number below 20,000 is stored: every other id in key order.
+        store
+            .transaction(|writer| {
+                for number in (0..20_000).step_by(2) {
+                    assert!(writer.insert_prediction(&row(&id(number), &body(number)))?);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let reader = Reader::open_path(&dir.path().join("modelwatch.db")).unwrap();
+        let walk = |numbers: &[usize]| {
+            let ids: Vec<String> = numbers.iter().map(|number| id(*number)).collect();
+            let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            ids.push("a before every id");
+            ids.push("q after every id");
+            ids.sort_unstable();
+            let mut found = vec![None; ids.len()];
+            let walk = reader
+                .snapshot(|reader| {
+                    reader.with_predictions_in_order(&ids, |position, body| {
+                        assert!(found[position].is_none(), "{} found twice", ids[position]);
+                        found[position] = Some(body.to_vec());
+                    })
+                })
+                .unwrap();
+            for (id, found) in ids.iter().zip(&found) {
+                let expected = reader.snapshot(|reader| reader.get_prediction(id)).unwrap();
+                assert_eq!(found, &expected, "{id}");
+            }
+            (walk, found.iter().filter(|found| found.is_some()).count())
+        };
+        // Dense: a run of consecutive numbers, half of them stored, one given twice.
+        let mut dense: Vec<usize> = (5_000..6_000).collect();
+        dense.push(5_500);
+        let (dense_walk, found) = walk(&dense);
+        assert_eq!(found, 501);
+        // The lookup of the id before every stored one spends the first
+        // steps allowed; after a few lookups a step is tried, finds, and
+        // stepping goes on to the end.
+        assert!(dense_walk.lookups <= 2 + u64::from(STEP), "{dense_walk:?}");
+        // Past the run, steps go on until the credit it earned is spent.
+        assert!(
+            dense_walk.steps <= 500 + u64::from(STEPS_ALLOWED + STEPS_AT_MOST),
+            "{dense_walk:?}"
+        );
+        // Sparse: one stored id in 50.
+        let sparse: Vec<usize> = (0..20_000).step_by(100).collect();
+        let (sparse_walk, found) = walk(&sparse);
+        assert_eq!(found, 200);
+        assert!(sparse_walk.lookups >= 200, "{sparse_walk:?}");
+        assert!(
+            sparse_walk.steps <= u64::from(STEPS_ALLOWED) + sparse_walk.lookups / u64::from(STEP) + 1,
+            "{sparse_walk:?}"
+        );
+        // Nothing asked, nothing found.
+        let walk = reader
+            .snapshot(|reader| reader.with_predictions_in_order(&[], |_, _| panic!("nothing was asked")))
+            .unwrap();
+        assert_eq!(walk, Walk::default());
     }
 
     #[test]
