@@ -47,6 +47,9 @@ const FALSE_POSITIVES: f64 = 0.001;
 /// One seed for every filter, so that an id is hashed once for all runs.
 const SEED: u128 = 0x6d6f_6465_6c77_6174_6368_6c61_6265_6c73;
 
+/// Appends a label row (`seq`, `prediction_id`, `held`, `body`).
+pub(crate) const INSERT: &str = "INSERT INTO labels (seq, prediction_id, held, body) VALUES (?1, ?2, ?3, ?4)";
+
 pub(crate) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS labels (
         seq INTEGER PRIMARY KEY,
@@ -322,14 +325,20 @@ impl LabelIndex {
         // first_id DESC`, the same plan made SQLite prepare the statement
         // again whenever `run` changed, as STAT4 builds do for parameters
         // that may change a plan.)
-        let mut statement = connection.prepare_cached(
-            "SELECT run, blob FROM label_runs WHERE (run, first_id) <= (?1, ?2)
-             ORDER BY run DESC, first_id DESC LIMIT 1",
-        )?;
+        // Prepared when a filter first admits the id: most ids are new, and
+        // every filter turns them away.
+        let mut statement = None;
         for (position, run) in self.runs.iter().enumerate().rev() {
             if !run.filter.contains_hash(hash) {
                 continue;
             }
+            let statement = match &mut statement {
+                Some(statement) => statement,
+                None => statement.insert(connection.prepare_cached(
+                    "SELECT run, blob FROM label_runs WHERE (run, first_id) <= (?1, ?2)
+                     ORDER BY run DESC, first_id DESC LIMIT 1",
+                )?),
+            };
             let mut rows = statement.query(params![run.run, prediction_id])?;
             if let Some(row) = rows.next()?
                 && row.get::<_, i64>(0)? == run.run
@@ -343,18 +352,19 @@ impl LabelIndex {
         Ok(None)
     }
 
-    /// Appends a label row; the caller knows that none is stored for the id.
-    pub(crate) fn append(
+    /// Appends a label row with `insert`, [`INSERT`] prepared; the caller
+    /// knows that none is stored for the id. A writer appending many labels
+    /// in one transaction keeps the statement at hand, instead of finding it
+    /// in the statement cache (hashing its text) for each.
+    pub(crate) fn append_with(
         &mut self,
-        connection: &Connection,
+        insert: &mut rusqlite::Statement<'_>,
         prediction_id: &str,
         held: bool,
         body: &[u8],
     ) -> Result<()> {
         let seq = self.next_seq;
-        connection
-            .prepare_cached("INSERT INTO labels (seq, prediction_id, held, body) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![seq, prediction_id, i64::from(held), body])?;
+        insert.execute(params![seq, prediction_id, i64::from(held), body])?;
         self.next_seq += 1;
         self.recent.insert(prediction_id.into(), seq);
         Ok(())

@@ -292,8 +292,11 @@ impl SqliteStore {
         let mut writer = SqliteWriter {
             transaction: &transaction,
             labels: &mut self.labels,
+            label_insert: None,
         };
         let result = write(&mut writer)?;
+        // Its prepared statements go back to the connection's cache.
+        drop(writer);
         let pending = self.labels.flush_if_full(&transaction)?;
         transaction.commit()?;
         self.labels.committed(pending);
@@ -706,9 +709,21 @@ impl Checkpointer {
 struct SqliteWriter<'t> {
     transaction: &'t Transaction<'t>,
     labels: &'t mut LabelIndex,
+    /// The label index's insert, prepared at the transaction's first label.
+    label_insert: Option<rusqlite::CachedStatement<'t>>,
 }
 
 impl SqliteWriter<'_> {
+    fn append_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()> {
+        let insert = match &mut self.label_insert {
+            Some(insert) => insert,
+            None => self
+                .label_insert
+                .insert(self.transaction.prepare_cached(label_index::INSERT)?),
+        };
+        self.labels.append_with(insert, prediction_id, held, body)
+    }
+
     /// Upserts one blob of a table keyed like `aggregates`.
     fn put_keyed(&mut self, table: &str, key: &BucketKey, state: &[u8]) -> Result<()> {
         let mut statement = self.transaction.prepare_cached(&format!(
@@ -818,14 +833,14 @@ impl Writer for SqliteWriter<'_> {
         if self.labels.get(self.transaction, prediction_id)?.is_some() {
             return Ok(false);
         }
-        self.labels.append(self.transaction, prediction_id, held, body)?;
+        self.append_label(prediction_id, held, body)?;
         Ok(true)
     }
 
     fn put_label(&mut self, prediction_id: &str, held: bool, body: &[u8]) -> Result<()> {
         match self.labels.get(self.transaction, prediction_id)? {
             Some(row) => LabelIndex::update(self.transaction, row.seq, held, body),
-            None => self.labels.append(self.transaction, prediction_id, held, body),
+            None => self.append_label(prediction_id, held, body),
         }
     }
 
