@@ -117,6 +117,9 @@ enum Job {
     },
     Labels {
         rows: Vec<ParsedLabel>,
+        /// The rows' positions in the order to process them in: by id, rows
+        /// of one id in their order, so that consecutive lookups share pages.
+        order: Vec<u32>,
         received_ms: TimestampMs,
         reply: Reply<LabelOutcome>,
     },
@@ -176,15 +179,20 @@ impl IngestQueue {
         Ok(receiver)
     }
 
-    /// Queues labels for the writer; the answer arrives once they are durable.
+    /// Queues labels for the writer, to be processed in `order` (each row's
+    /// position once; rows of one id in their order); the answer arrives once
+    /// they are durable.
     pub fn submit_labels(
         &self,
         rows: Vec<ParsedLabel>,
+        order: Vec<u32>,
         received_ms: TimestampMs,
     ) -> Result<oneshot::Receiver<Result<Vec<LabelOutcome>, StorageFailure>>, SubmitError> {
+        debug_assert_eq!(order.len(), rows.len());
         let (reply, receiver) = oneshot::channel();
         self.enqueue(Job::Labels {
             rows,
+            order,
             received_ms,
             reply,
         })?;
@@ -582,14 +590,13 @@ fn commit_group(
                     outcomes.push(JobOutcomes::Predictions(job_outcomes));
                 }
                 Job::Labels {
-                    rows, received_ms, ..
+                    rows,
+                    order,
+                    received_ms,
+                    ..
                 } => {
-                    // In id order, so that consecutive lookups and inserts share
-                    // b-tree pages; rows of one id keep their order (stable sort).
-                    let mut order: Vec<usize> = (0..rows.len()).collect();
-                    order.sort_by(|a, b| rows[*a].label.prediction_id.cmp(&rows[*b].label.prediction_id));
                     let mut job_outcomes = vec![LabelOutcome::Duplicate; rows.len()];
-                    for index in order {
+                    for index in order.iter().map(|index| *index as usize) {
                         job_outcomes[index] = labels.process(
                             writer,
                             &dictionary,

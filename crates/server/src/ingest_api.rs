@@ -267,23 +267,34 @@ fn parse_labels(
     Ok((rows, errors))
 }
 
+/// The rows' positions in id order, rows of one id in their order: the
+/// order in which their predictions are looked up here, and in which the
+/// writer takes them.
+fn id_order(rows: &[ParsedLabel]) -> Vec<u32> {
+    let mut keys: Vec<(&str, u32)> = rows
+        .iter()
+        .zip(0u32..)
+        .map(|(row, position)| (row.label.prediction_id.as_str(), position))
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|(_, position)| position).collect()
+}
+
 /// Looks the labels' predictions up on a read connection, so that the writer
 /// does not have to: in id order, which walks the table from one wanted row
 /// to the next where they lie close together
 /// ([`modelwatch_store::Reader::with_predictions_in_order`]). A failure only
 /// leaves the lookups to the writer.
-fn prefetch_predictions(rows: &mut [ParsedLabel], shared: &crate::state::Shared) {
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by(|a, b| rows[*a].label.prediction_id.cmp(&rows[*b].label.prediction_id));
+fn prefetch_predictions(rows: &mut [ParsedLabel], order: &[u32], shared: &crate::state::Shared) {
     let ids: Vec<&str> = order
         .iter()
-        .map(|index| rows[*index].label.prediction_id.as_str())
+        .map(|position| rows[*position as usize].label.prediction_id.as_str())
         .collect();
     let mut predictions: Vec<Option<ScoredPrediction>> = vec![None; rows.len()];
     shared.readers.with(|reader| {
         reader.snapshot(|reader| {
-            reader.with_predictions_in_order(&ids, |position, body| {
-                predictions[order[position]] = shared.names.decode_scored(body).ok();
+            reader.with_predictions_in_order(&ids, |at, body| {
+                predictions[order[at] as usize] = shared.names.decode_scored(body).ok();
             })
         })
     });
@@ -298,10 +309,11 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
     let body = read_body(&headers, body, app.shared.config.ingest.max_body_bytes).await?;
     let limits = app.parse_limits.clone();
     let shared = app.shared.clone();
-    let (rows, errors) = tokio::task::spawn_blocking(move || {
+    let (rows, order, errors) = tokio::task::spawn_blocking(move || {
         parse_labels(&body, format, received_ms, &limits).map(|(mut rows, errors)| {
-            prefetch_predictions(&mut rows, &shared);
-            (rows, errors)
+            let order = id_order(&rows);
+            prefetch_predictions(&mut rows, &order, &shared);
+            (rows, order, errors)
         })
     })
     .await
@@ -313,7 +325,7 @@ async fn ingest_labels(app: App, headers: HeaderMap, body: Body) -> Result<Respo
     } else {
         let waiting = app
             .queue
-            .submit_labels(rows, received_ms)
+            .submit_labels(rows, order, received_ms)
             .map_err(|error| submit_error(error, telemetry))?;
         committed(waiting).await?
     };
@@ -379,5 +391,36 @@ fn submit_error(error: SubmitError, telemetry: &crate::state::Telemetry) -> ApiE
             )
         }
         SubmitError::Closed => ApiError::new(ErrorCode::ShuttingDown, "modelwatch is shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use modelwatch_core::event::{Actual, LabelEvent};
+
+    use super::*;
+
+    fn row(index: usize, id: &str) -> ParsedLabel {
+        ParsedLabel {
+            index,
+            label: LabelEvent {
+                prediction_id: id.to_owned(),
+                actual: Actual::Class("1".to_owned()),
+                timestamp_ms: 0,
+                business: Vec::new(),
+            },
+            stored: Vec::new(),
+            prediction: None,
+        }
+    }
+
+    /// Rows go by id, bytewise as SQLite orders text, and rows of one id
+    /// (a label and its correction) keep their order.
+    #[test]
+    fn labels_are_taken_in_id_order_and_rows_of_one_id_in_their_order() {
+        let ids = ["p2", "p10", "p2", "é", "P9", "p10", "p2"];
+        let rows: Vec<ParsedLabel> = ids.iter().enumerate().map(|(index, id)| row(index, id)).collect();
+        assert_eq!(id_order(&rows), vec![4, 1, 5, 0, 2, 6, 3]);
+        assert!(id_order(&[]).is_empty());
     }
 }
