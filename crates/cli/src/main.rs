@@ -3,6 +3,7 @@
 //! `check` validates a config file, `demo` runs the server fed by a
 //! simulated model, `report` evaluates prediction and label files offline.
 
+mod allocator;
 mod demo;
 
 use std::io::IsTerminal;
@@ -228,6 +229,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, data, config } => {
+            allocator::purge_sooner();
             init_logging();
             let config = load_config(config.as_ref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -249,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => {
+            allocator::purge_sooner();
             init_logging();
             demo::run(args)
         }
