@@ -601,14 +601,15 @@ impl Reader {
     /// gets the position in `ids` and the body of each one stored. An id
     /// given twice is found twice.
     ///
-    /// One lookup descends the B-tree from its root, about a tenth of a
-    /// label's cost. After one, the rows that follow it in key order are
-    /// read in turn while they keep being wanted, a step within the same
-    /// leaf: ids that are dense in key order (sequential, time-ordered,
-    /// labels arriving in about the order of their predictions) are found a
-    /// step apart. Steps that find nothing are allowed only a few per row
-    /// that steps found ([`StepBudget`]), so that sparse ids (random UUIDs)
-    /// cost about a lookup each, as [`Reader::with_prediction`] does.
+    /// One lookup descends the B-tree from its root: about a third of a
+    /// label's cost at 10M predictions, most of it first touches of a leaf.
+    /// After one, the rows that follow it in key order are read in turn
+    /// while they keep being wanted, a step within the same leaf: ids that
+    /// are dense in key order (sequential, time-ordered, labels arriving in
+    /// about the order of their predictions) are found a step apart. Steps
+    /// that find nothing spend a credit that steps finding wanted rows earn
+    /// ([`StepBudget`]), so that sparse ids (random UUIDs) cost about a
+    /// lookup each, as [`Reader::with_prediction`] does.
     pub fn with_predictions_in_order(
         &self,
         ids: &[&str],
