@@ -1572,25 +1572,28 @@ mod tests {
         use parquet::data_type::DoubleType;
         let dir = std::env::temp_dir().join(format!("modelwatch-parquet-dictionary-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("d.parquet");
-        let schema = Type::group_type_builder("schema")
-            .with_fields(vec![leaf("x", PhysicalType::DOUBLE, None, Repetition::REQUIRED)])
-            .build()
-            .unwrap();
+        // A file of one double column `x`, in small pages with a 1 KiB
+        // dictionary, opened for reading.
+        let write = |name: &str, values: &[f64]| {
+            let path = dir.join(name);
+            let schema = Type::group_type_builder("schema")
+                .with_fields(vec![leaf("x", PhysicalType::DOUBLE, None, Repetition::REQUIRED)])
+                .build()
+                .unwrap();
+            let mut writer = small_pages_writer(&path, schema, 1024);
+            let mut group = writer.next_row_group().unwrap();
+            let mut column = group.next_column().unwrap().unwrap();
+            column
+                .typed::<DoubleType>()
+                .write_batch(values, None, None)
+                .unwrap();
+            column.close().unwrap();
+            group.close().unwrap();
+            writer.close().unwrap();
+            parquet::file::serialized_reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap()
+        };
         let values: Vec<f64> = (0..ROWS).map(|row| row as f64 * 0.5).collect();
-        let mut writer = small_pages_writer(&path, schema, 1024);
-        let mut group = writer.next_row_group().unwrap();
-        let mut column = group.next_column().unwrap().unwrap();
-        column
-            .typed::<DoubleType>()
-            .write_batch(&values, None, None)
-            .unwrap();
-        column.close().unwrap();
-        group.close().unwrap();
-        writer.close().unwrap();
-
-        let reader =
-            parquet::file::serialized_reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let reader = write("d.parquet", &values);
         let group = parquet::file::reader::FileReader::get_row_group(&reader, 0).unwrap();
         // The rows of the dictionary-encoded pages, which come first.
         let mut encoded_rows = 0;
@@ -1668,24 +1671,8 @@ mod tests {
         }
         // A column whose every page is dictionary-encoded is not tried
         // without its dictionary.
-        let few = dir.join("few.parquet");
-        let schema = Type::group_type_builder("schema")
-            .with_fields(vec![leaf("x", PhysicalType::DOUBLE, None, Repetition::REQUIRED)])
-            .build()
-            .unwrap();
-        let mut writer = small_pages_writer(&few, schema, 1024);
-        let mut group = writer.next_row_group().unwrap();
-        let mut column = group.next_column().unwrap().unwrap();
         let repeated: Vec<f64> = (0..ROWS).map(|row| (row % 3) as f64).collect();
-        column
-            .typed::<DoubleType>()
-            .write_batch(&repeated, None, None)
-            .unwrap();
-        column.close().unwrap();
-        group.close().unwrap();
-        writer.close().unwrap();
-        let reader =
-            parquet::file::serialized_reader::SerializedFileReader::new(File::open(&few).unwrap()).unwrap();
+        let reader = write("few.parquet", &repeated);
         let metadata = parquet::file::reader::FileReader::metadata(&reader);
         assert!(!may_skip_dictionary(metadata.row_group(0).column(0)));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -572,25 +572,14 @@ impl Reader {
         Ok(visited)
     }
 
-    /// The stored form of a committed prediction, copied.
+    /// The stored form of a committed prediction, copied: one lookup, what
+    /// the tests check [`Reader::with_predictions_in_order`] against.
     #[cfg(test)]
     fn get_prediction(&self, prediction_id: &str) -> Result<Option<Vec<u8>>> {
-        self.with_prediction(prediction_id, <[u8]>::to_vec)
-    }
-
-    /// Reads the stored form of a committed prediction where it lies (in the
-    /// mapped file, usually), without copying it.
-    pub fn with_prediction<R>(
-        &self,
-        prediction_id: &str,
-        read: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Option<R>> {
         let read_back = self
             .connection
             .prepare_cached("SELECT body FROM predictions WHERE prediction_id = ?1")?
-            .query_row([prediction_id], |row| {
-                Ok(read(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?))
-            })
+            .query_row([prediction_id], |row| row.get(0))
             .optional()?;
         self.count_mapped_lookups(1)?;
         Ok(read_back)
@@ -608,8 +597,8 @@ impl Reader {
     /// are dense in key order (sequential, time-ordered, labels arriving in
     /// about the order of their predictions) are found a step apart. Steps
     /// that find nothing spend a credit that steps finding wanted rows earn
-    /// ([`StepBudget`]), so that sparse ids (random UUIDs) cost about a
-    /// lookup each, as [`Reader::with_prediction`] does.
+    /// (`StepBudget`), so that sparse ids (random UUIDs) cost about a
+    /// lookup each.
     pub fn with_predictions_in_order(
         &self,
         ids: &[&str],
