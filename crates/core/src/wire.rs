@@ -733,12 +733,10 @@ fn resolve_timestamp(
             if seconds < 0.0 {
                 return Err(Problem::invalid_value(BEFORE_EPOCH));
             }
-            // Saturates on absurd values, which the future check then rejects.
-            (seconds * 1000.0).round() as i64
+            unix_seconds_ms(seconds)
         }
     };
-    let latest_accepted_ms = received_at_ms.saturating_add(limits.max_future_skew_ms);
-    if timestamp_ms > latest_accepted_ms {
+    if !not_too_late(timestamp_ms, received_at_ms, limits) {
         let unit_hint = match timestamp {
             WireTimestamp::UnixSeconds(_) => ", numbers are Unix seconds, not milliseconds",
             WireTimestamp::Rfc3339(_) => "",
@@ -751,6 +749,25 @@ fn resolve_timestamp(
     Ok(timestamp_ms)
 }
 
+/// Unix seconds (finite, not negative) in milliseconds. Saturates on absurd
+/// values, which the future check then rejects.
+#[inline]
+fn unix_seconds_ms(seconds: f64) -> TimestampMs {
+    (seconds * 1000.0).round() as i64
+}
+
+/// Whether an event time is at most the allowed skew after its receipt.
+#[inline]
+fn not_too_late(timestamp_ms: TimestampMs, received_at_ms: TimestampMs, limits: &ParseLimits) -> bool {
+    timestamp_ms <= received_at_ms.saturating_add(limits.max_future_skew_ms)
+}
+
+#[inline]
+fn in_unit_interval(number: f64) -> bool {
+    (0.0..=1.0).contains(&number)
+}
+
+#[inline]
 fn check_finite(number: f64) -> Result<f64, Problem> {
     if number.is_finite() {
         Ok(number)
@@ -760,15 +777,20 @@ fn check_finite(number: f64) -> Result<f64, Problem> {
 }
 
 fn check_unit_interval(number: f64) -> Result<f64, Problem> {
-    if (0.0..=1.0).contains(&number) {
+    if in_unit_interval(number) {
         Ok(number)
     } else {
         Err(Problem::invalid_value("must be between 0 and 1"))
     }
 }
 
+#[inline]
+fn within_length(text: &str, limits: &ParseLimits) -> bool {
+    text.len() <= limits.max_string_bytes
+}
+
 fn check_length(text: &str, limits: &ParseLimits) -> Result<(), Problem> {
-    if text.len() > limits.max_string_bytes {
+    if !within_length(text, limits) {
         return Err(Problem::too_long(format!(
             "must be at most {} bytes, found {}",
             limits.max_string_bytes,
@@ -1438,14 +1460,15 @@ where
 /// gets a no sends the row through the field readers, which name the error.
 pub mod accept {
     use super::{
-        ParseLimits, WireTimestamp, check_finite, check_label_value, check_length, check_model_name,
-        check_non_empty, check_unit_interval, resolve_timestamp,
+        ParseLimits, check_label_value, check_length, check_model_name, in_unit_interval, not_too_late,
+        unix_seconds_ms, within_length,
     };
     use crate::event::TimestampMs;
 
     /// `prediction_id`.
+    #[inline]
     pub fn prediction_id(text: &str, limits: &ParseLimits) -> bool {
-        check_length(text, limits).is_ok() && check_non_empty(text).is_ok()
+        within_length(text, limits) && !text.is_empty()
     }
 
     /// `model`.
@@ -1459,34 +1482,43 @@ pub mod accept {
     }
 
     /// A class given as text: `prediction` or `actual`.
+    #[inline]
     pub fn class(text: &str, limits: &ParseLimits) -> bool {
-        check_length(text, limits).is_ok()
+        within_length(text, limits)
     }
 
     /// A number that must be finite: a regression output or actual, a
     /// numeric feature, a business value.
+    #[inline]
     pub fn finite(number: f64) -> bool {
-        check_finite(number).is_ok()
+        number.is_finite()
     }
 
     /// `confidence`.
+    #[inline]
     pub fn confidence(number: f64) -> bool {
-        check_finite(number).is_ok() && check_unit_interval(number).is_ok()
+        number.is_finite() && in_unit_interval(number)
     }
 
     /// `latency_seconds`.
+    #[inline]
     pub fn latency(number: f64) -> bool {
-        check_finite(number).is_ok() && (0.0..=super::MAX_LATENCY_SECONDS).contains(&number)
+        number.is_finite() && (0.0..=super::MAX_LATENCY_SECONDS).contains(&number)
     }
 
     /// `timestamp` given as Unix seconds: its time in milliseconds, when it is
     /// accepted for an event received at `received_at_ms`.
+    #[inline]
     pub fn timestamp_seconds(
         seconds: f64,
         received_at_ms: TimestampMs,
         limits: &ParseLimits,
     ) -> Option<TimestampMs> {
-        resolve_timestamp(WireTimestamp::UnixSeconds(seconds), received_at_ms, limits).ok()
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return None;
+        }
+        let timestamp_ms = unix_seconds_ms(seconds);
+        not_too_late(timestamp_ms, received_at_ms, limits).then_some(timestamp_ms)
     }
 
     /// The names of an entries object (`features`, `business`) that always

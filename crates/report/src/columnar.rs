@@ -221,17 +221,18 @@ pub fn test_rows(
     batch.class = vec![NO_CLASS; rows];
     batch.timeout = vec![false; rows];
     if fits {
-        let numbers = |column: Option<usize>, pass: &mut [bool], test: fn(f64) -> bool| {
-            if let Some(column) = column {
-                numbers_pass(&cells[column], pass, test);
-            }
-        };
         for column in &plan.features {
-            numbers(Some(*column), &mut pass, accept::finite);
+            numbers_pass(&cells[*column], &mut pass, accept::finite);
         }
-        numbers(plan.latency, &mut pass, accept::latency);
-        numbers(plan.confidence, &mut pass, accept::confidence);
-        numbers(plan.value, &mut pass, accept::finite);
+        if let Some(column) = plan.latency {
+            numbers_pass(&cells[column], &mut pass, accept::latency);
+        }
+        if let Some(column) = plan.confidence {
+            numbers_pass(&cells[column], &mut pass, accept::confidence);
+        }
+        if let Some(column) = plan.value {
+            numbers_pass(&cells[column], &mut pass, accept::finite);
+        }
         if let Some(column) = plan.timestamp {
             let column = &cells[column];
             for (row, (pass, time)) in pass.iter_mut().zip(&mut batch.times).enumerate() {
@@ -347,7 +348,7 @@ enum Null<'a> {
 
 /// Fails the rows of a numbers column whose value is present and does not
 /// pass `test`.
-fn numbers_pass(column: &ColumnCells, pass: &mut [bool], test: fn(f64) -> bool) {
+fn numbers_pass(column: &ColumnCells, pass: &mut [bool], test: impl Fn(f64) -> bool) {
     if column.present.is_empty() {
         for (pass, value) in pass.iter_mut().zip(&column.numbers) {
             *pass &= test(*value);
