@@ -71,18 +71,77 @@ struct Entry {
 }
 
 /// One slot of the join map: an id's hash (0: empty) and its prediction's
-/// entry, as words: `[hash, predicted | actual << 32, cell | segments << 32,
-/// label]`, `predicted` and `actual` narrowed to 32 bits
-/// ([`JoinMap::narrow`]). Plain words, so that the table is allocated zeroed
-/// (all empty) by the allocator, whose fresh pages are zero already: a table
-/// written slot by slot at creation cost a tenth of a report's CPU. 32 bytes,
-/// so that a slot never straddles two cache lines.
-type Slot = [u64; 4];
+/// entry packed in one word ([`Packed`]), or, for an entry that does not fit,
+/// the index of its full form in `JoinMap::wide`. Plain words, so that the
+/// table is allocated zeroed (all empty) by the allocator, whose fresh pages
+/// are zero already: a table written slot by slot at creation cost a tenth
+/// of a report's CPU. 16 bytes, so that a slot never straddles two cache
+/// lines, and the table at 10M predictions is 229 MB: with 32-byte slots
+/// (every field in full) it was 457 MB, every fresh page of which the kernel
+/// zeroes, and twice the memory that the join's random accesses miss in.
+type Slot = [u64; 2];
 
-/// A narrowed `NONE`; class indices are below it.
-const NARROW_NONE: u32 = 0x7fff_ffff;
-/// The flag of a narrowed value that is an index into `JoinMap::wide`.
-const WIDE: u32 = 1 << 31;
+/// The fields of an [`Entry`] in one word, for the usual entry: a class
+/// index (or none) predicted and joined, a cell and a segment set below a
+/// few million and 64, and a label without business values. Bits from the
+/// lowest: cell 22, segment set 6, predicted 12, actual 12, label 1 (its
+/// state: unlabeled, or labeled without business values); the top bit set
+/// marks instead an index into `JoinMap::wide` in the low 32 bits.
+struct Packed;
+
+impl Packed {
+    const CELL_BITS: u32 = 22;
+    const SEGMENT_BITS: u32 = 6;
+    const CLASS_BITS: u32 = 12;
+    /// `NONE` packed; class indices are below it.
+    const CLASS_NONE: u64 = (1 << Self::CLASS_BITS) - 1;
+    const SEGMENTS_SHIFT: u32 = Self::CELL_BITS;
+    const PREDICTED_SHIFT: u32 = Self::SEGMENTS_SHIFT + Self::SEGMENT_BITS;
+    const ACTUAL_SHIFT: u32 = Self::PREDICTED_SHIFT + Self::CLASS_BITS;
+    const LABEL_SHIFT: u32 = Self::ACTUAL_SHIFT + Self::CLASS_BITS;
+    const WIDE: u64 = 1 << 63;
+
+    fn class(value: u64) -> Option<u64> {
+        if value == NONE {
+            Some(Self::CLASS_NONE)
+        } else {
+            (value < Self::CLASS_NONE).then_some(value)
+        }
+    }
+
+    fn unclass(bits: u64) -> u64 {
+        let bits = bits & Self::CLASS_NONE;
+        if bits == Self::CLASS_NONE { NONE } else { bits }
+    }
+
+    /// `entry` in one word, when it fits.
+    fn pack(entry: &Entry) -> Option<u64> {
+        let cell = u64::from(entry.cell);
+        let segments = u64::from(entry.segments);
+        if cell >> Self::CELL_BITS != 0
+            || segments >> Self::SEGMENT_BITS != 0
+            || entry.label > LABELED_WITHOUT_BUSINESS
+        {
+            return None;
+        }
+        Some(
+            cell | segments << Self::SEGMENTS_SHIFT
+                | Self::class(entry.predicted)? << Self::PREDICTED_SHIFT
+                | Self::class(entry.actual)? << Self::ACTUAL_SHIFT
+                | u64::from(entry.label) << Self::LABEL_SHIFT,
+        )
+    }
+
+    fn unpack(word: u64) -> Entry {
+        Entry {
+            predicted: Self::unclass(word >> Self::PREDICTED_SHIFT),
+            actual: Self::unclass(word >> Self::ACTUAL_SHIFT),
+            cell: (word & ((1 << Self::CELL_BITS) - 1)) as u32,
+            segments: ((word >> Self::SEGMENTS_SHIFT) & ((1 << Self::SEGMENT_BITS) - 1)) as u32,
+            label: ((word >> Self::LABEL_SHIFT) & 1) as u32,
+        }
+    }
+}
 
 /// The predictions by their ids' hashes: one open-addressing table with
 /// linear probing, each slot holding the hash and the entry together. With
@@ -94,9 +153,10 @@ const WIDE: u32 = 1 << 31;
 /// which may grow the table.
 struct JoinMap {
     slots: Vec<Slot>,
-    /// The values too wide for a slot's 32 bits: regression outputs and
-    /// actuals (their bits).
-    wide: Vec<u64>,
+    /// The entries that do not fit in a word ([`Packed`]): regression
+    /// outputs and actuals, labels with business values, many cells or
+    /// segment sets.
+    wide: Vec<Entry>,
     len: usize,
 }
 
@@ -112,13 +172,13 @@ const LOAD_DENOMINATOR: usize = 10;
 
 impl JoinMap {
     /// A table for `predictions` at the most filled share: any number of
-    /// slots, not a power of two (at 10M predictions, 457 MB rather than
-    /// 537), since a hash's home is its range-scaled value
+    /// slots, not a power of two (at 10M predictions, 229 MB rather than
+    /// 268), since a hash's home is its range-scaled value
     /// ([`JoinMap::home`]).
     fn with_capacity(predictions: usize) -> Self {
         let slots = (predictions * LOAD_DENOMINATOR / LOAD_NUMERATOR + 1).max(16);
         Self {
-            slots: vec![[0; 4]; slots],
+            slots: vec![[0; 2]; slots],
             wide: Vec::new(),
             len: 0,
         }
@@ -127,8 +187,9 @@ impl JoinMap {
     /// [`JoinMap::with_capacity`], its memory touched by `threads` threads
     /// at once. A fresh table's pages are faulted in (and zeroed by the
     /// kernel) as they are first written, and the first chunk's random
-    /// insertions touch nearly all of them: at 10M predictions, half a GB
-    /// zeroed by the serial step while the other workers wait their turn.
+    /// insertions touch nearly all of them: at 10M predictions, a quarter of
+    /// a GB zeroed by the serial step while the other workers wait their
+    /// turn.
     fn touched(predictions: usize, threads: usize) -> Self {
         let mut map = Self::with_capacity(predictions);
         // One write per 4 KiB page.
@@ -167,52 +228,25 @@ impl JoinMap {
         }
     }
 
-    /// `predicted` or `actual` in 32 bits: a class index or `NONE` as it is,
-    /// anything wider (a regression value's bits) as an index into `wide`.
-    fn narrow(&mut self, value: u64) -> u32 {
-        if value == NONE {
-            NARROW_NONE
-        } else if value < u64::from(NARROW_NONE) {
-            value as u32
-        } else {
-            let index = u32::try_from(self.wide.len())
-                .ok()
-                .filter(|index| *index < NARROW_NONE)
-                .expect("fewer than 2^31 wide values");
-            self.wide.push(value);
-            WIDE | index
-        }
+    /// The word of `entry` in a slot: packed, or a new wide entry's index.
+    fn word_of(&mut self, entry: Entry) -> u64 {
+        Packed::pack(&entry).unwrap_or_else(|| {
+            let index = u32::try_from(self.wide.len()).expect("fewer than 2^32 wide entries");
+            self.wide.push(entry);
+            Packed::WIDE | u64::from(index)
+        })
     }
 
-    fn widen(&self, value: u32) -> u64 {
-        if value == NARROW_NONE {
-            NONE
-        } else if value & WIDE != 0 {
-            self.wide[(value & !WIDE) as usize]
+    fn of_word(&self, word: u64) -> Entry {
+        if word & Packed::WIDE != 0 {
+            self.wide[(word & u64::from(u32::MAX)) as usize]
         } else {
-            u64::from(value)
+            Packed::unpack(word)
         }
-    }
-
-    fn slot_of(&mut self, hash: u64, entry: Entry) -> Slot {
-        let predicted = self.narrow(entry.predicted);
-        let actual = self.narrow(entry.actual);
-        [
-            hash,
-            u64::from(predicted) | u64::from(actual) << 32,
-            u64::from(entry.cell) | u64::from(entry.segments) << 32,
-            u64::from(entry.label),
-        ]
     }
 
     fn of_slot(&self, slot: &Slot) -> Entry {
-        Entry {
-            predicted: self.widen(slot[1] as u32),
-            actual: self.widen((slot[1] >> 32) as u32),
-            cell: slot[2] as u32,
-            segments: (slot[2] >> 32) as u32,
-            label: slot[3] as u32,
-        }
+        self.of_word(slot[1])
     }
 
     fn entry(&self, index: u32) -> Entry {
@@ -221,10 +255,19 @@ impl JoinMap {
 
     /// Records the label joined to the entry at `index`.
     fn set_label(&mut self, index: u32, actual: u64, label: u32) {
-        let actual = self.narrow(actual);
-        let slot = &mut self.slots[index as usize];
-        slot[1] = (slot[1] & u64::from(u32::MAX)) | u64::from(actual) << 32;
-        slot[3] = u64::from(label);
+        let word = self.slots[index as usize][1];
+        if word & Packed::WIDE != 0 {
+            let entry = &mut self.wide[(word & u64::from(u32::MAX)) as usize];
+            entry.actual = actual;
+            entry.label = label;
+            return;
+        }
+        let entry = Entry {
+            actual,
+            label,
+            ..Packed::unpack(word)
+        };
+        self.slots[index as usize][1] = self.word_of(entry);
     }
 
     fn find(&self, hash: u64) -> Option<u32> {
@@ -249,7 +292,7 @@ impl JoinMap {
     /// Adds a prediction at the position [`JoinMap::vacant`] gave for it.
     fn fill(&mut self, position: usize, hash: u64, entry: Entry) {
         debug_assert_eq!(self.slots[position][0], 0, "a hash is inserted once");
-        self.slots[position] = self.slot_of(hash, entry);
+        self.slots[position] = [hash, self.word_of(entry)];
         self.len += 1;
     }
 
@@ -2046,13 +2089,86 @@ mod tests {
         }
     }
 
+    /// Segment sets past what a packed slot holds for one cell in 50.
+    fn segments_of(cell: u32) -> u32 {
+        if cell.is_multiple_of(50) {
+            64 + cell
+        } else {
+            cell % 64
+        }
+    }
+
+    /// A label with business values (2 + their start) for one cell in 6.
+    fn label_of(cell: u32) -> u32 {
+        if cell.is_multiple_of(2) {
+            2 + cell
+        } else {
+            LABELED_WITHOUT_BUSINESS
+        }
+    }
+
     fn entry(cell: u32) -> Entry {
         Entry {
             predicted: predicted(cell),
             actual: NONE,
             cell,
-            segments: 0,
+            segments: segments_of(cell),
             label: UNLABELED,
+        }
+    }
+
+    /// Every field at the edge of what a packed slot holds, and one past it
+    /// (a wide entry), reads back as it was written, before and after its
+    /// label.
+    #[test]
+    fn entries_at_the_edges_of_a_packed_slot_read_back_whole() {
+        let cells = [0, (1 << Packed::CELL_BITS) - 1, 1 << Packed::CELL_BITS, u32::MAX];
+        let segment_sets = [0, (1 << Packed::SEGMENT_BITS) - 1, 1 << Packed::SEGMENT_BITS];
+        let classes = [0, Packed::CLASS_NONE - 1, Packed::CLASS_NONE, NONE - 1, NONE];
+        let labels = [LABELED_WITHOUT_BUSINESS, 2, u32::MAX];
+        let mut entries = Vec::new();
+        for cell in cells {
+            for segments in segment_sets {
+                for predicted in classes {
+                    entries.push(Entry {
+                        predicted,
+                        actual: NONE,
+                        cell,
+                        segments,
+                        label: UNLABELED,
+                    });
+                }
+            }
+        }
+        let mut map = JoinMap::with_capacity(0);
+        for (position, entry) in entries.iter().enumerate() {
+            map.insert(position as u64 + 1, *entry);
+        }
+        let same = |found: Entry, wanted: &Entry| {
+            (
+                found.predicted,
+                found.actual,
+                found.cell,
+                found.segments,
+                found.label,
+            ) == (
+                wanted.predicted,
+                wanted.actual,
+                wanted.cell,
+                wanted.segments,
+                wanted.label,
+            )
+        };
+        for (position, entry) in entries.iter_mut().enumerate() {
+            let index = map.find(position as u64 + 1).expect("inserted");
+            assert!(same(map.entry(index), entry), "{entry:?} before its label");
+            entry.actual = classes[position % classes.len()];
+            entry.label = labels[position % labels.len()];
+            map.set_label(index, entry.actual, entry.label);
+        }
+        for (position, entry) in entries.iter().enumerate() {
+            let index = map.find(position as u64 + 1).expect("inserted");
+            assert!(same(map.entry(index), entry), "{entry:?} after its label");
         }
     }
 
@@ -2076,11 +2192,14 @@ mod tests {
                     prop_assert!(wanted.contains_key(hash));
                 }
             }
-            // Labels on a third of them, narrow and wide actuals.
+            // Labels on a third of them, narrow and wide actuals, some with
+            // business values (which do not fit in a packed slot), some
+            // corrected.
             for (hash, cell) in &wanted {
                 if cell.is_multiple_of(3) {
                     let index = map.find(*hash).expect("an inserted hash is found");
-                    map.set_label(index, predicted(cell + 1), LABELED_WITHOUT_BUSINESS);
+                    map.set_label(index, predicted(cell + 2), 2 + cell);
+                    map.set_label(index, predicted(cell + 1), label_of(*cell));
                 }
             }
             for (hash, cell) in &wanted {
@@ -2088,9 +2207,10 @@ mod tests {
                 let entry = map.entry(index);
                 prop_assert_eq!(entry.cell, *cell);
                 prop_assert_eq!(entry.predicted, predicted(*cell));
+                prop_assert_eq!(entry.segments, segments_of(*cell));
                 if cell.is_multiple_of(3) {
                     prop_assert_eq!(entry.actual, predicted(cell + 1));
-                    prop_assert_eq!(entry.label, LABELED_WITHOUT_BUSINESS);
+                    prop_assert_eq!(entry.label, label_of(*cell));
                 } else {
                     prop_assert_eq!(entry.actual, NONE);
                     prop_assert_eq!(entry.label, UNLABELED);
