@@ -413,12 +413,8 @@ pub fn read_row_groups(
     mut emit: impl FnMut(Chunk) -> bool,
 ) -> Result<(), ReportError> {
     let handle = File::open(&file.path).map_err(|error| file.io_error(&error))?;
-    for (row_group, metadata) in layout.metadata.row_groups().iter().enumerate() {
-        let rows = metadata.num_rows().max(0) as usize;
-        if rows == 0 {
-            continue;
-        }
-        let (start, end) = metadata
+    let byte_range = |metadata: &parquet::file::metadata::RowGroupMetaData| {
+        metadata
             .columns()
             .iter()
             .map(|column| {
@@ -427,10 +423,29 @@ pub fn read_row_groups(
             })
             .fold((u64::MAX, 0), |(low, high), (start, end)| {
                 (low.min(start), high.max(end))
-            });
+            })
+    };
+    // Every buffer is made large enough for the largest row group, so that a
+    // recycled one never grows (into fresh memory) for a slightly larger one.
+    let largest = layout
+        .metadata
+        .row_groups()
+        .iter()
+        .map(|metadata| {
+            let (start, end) = byte_range(metadata);
+            end.saturating_sub(start)
+        })
+        .max()
+        .unwrap_or(0);
+    for (row_group, metadata) in layout.metadata.row_groups().iter().enumerate() {
+        let rows = metadata.num_rows().max(0) as usize;
+        if rows == 0 {
+            continue;
+        }
+        let (start, end) = byte_range(metadata);
         let length = end.saturating_sub(start);
         let mut bytes = recycled_buffer();
-        bytes.reserve_exact(length as usize);
+        bytes.reserve_exact(largest.max(length) as usize);
         (&handle)
             .seek(SeekFrom::Start(start))
             .and_then(|_| (&handle).take(length).read_to_end(&mut bytes))
