@@ -273,8 +273,23 @@ pub fn test_rows(
                      pass: &mut [bool],
                      null: Null<'_>,
                      test: &dyn Fn(&str) -> bool| {
+            // A coded column's distinct names are each looked up once, when a
+            // row first needs it (the table learns names in row order).
+            let coded = column.and_then(|column| cells[column].coded());
+            let mut looked_up: Vec<Option<Option<u16>>> =
+                vec![None; coded.map_or(0, |(names, _)| names.len())];
             for (row, (pass, index)) in pass.iter_mut().zip(indices).enumerate() {
                 if !*pass {
+                    continue;
+                }
+                if let Some((names, codes)) = coded
+                    && cells[column.expect("a coded column")].is_present(row)
+                {
+                    let code = usize::from(codes[row]);
+                    match *looked_up[code].get_or_insert_with(|| table.index(&names[code], test)) {
+                        Some(found) => *index = found,
+                        None => *pass = false,
+                    }
                     continue;
                 }
                 let name = match (column.and_then(|column| cells[column].text(row)), null) {
@@ -635,9 +650,22 @@ pub fn test_labels(
     };
     let cells = &batch.buffers.cells;
     let fits = plan.kinds_fit(cells);
+    // Per distinct actual of a coded column: its index, once a row needed it.
+    let mut looked_up: Vec<Option<u16>> =
+        vec![None; cells[plan.actual].coded().map_or(0, |(names, _)| names.len())];
     for row in 0..rows {
         let fast = fits
-            .then(|| fast_label(plan, cells, row, now_ms, limits, &mut batch.actuals))
+            .then(|| {
+                fast_label(
+                    plan,
+                    cells,
+                    row,
+                    now_ms,
+                    limits,
+                    &mut batch.actuals,
+                    &mut looked_up,
+                )
+            })
             .flatten();
         let (kind, (hash, actual)) = match fast {
             Some(fast) => (RowKind::Fast, fast),
@@ -657,6 +685,7 @@ fn fast_label(
     now_ms: TimestampMs,
     limits: &ParseLimits,
     actuals: &mut Names,
+    looked_up: &mut [Option<u16>],
 ) -> Option<(u64, u16)> {
     let id = cells[plan.id].text(row)?;
     if !accept::prediction_id(id, limits) {
@@ -676,6 +705,10 @@ fn fast_label(
             return None;
         }
     }
-    let actual = actuals.index(actual, |_| true).unwrap_or(UNLISTED);
+    let actual = match cells[plan.actual].coded() {
+        Some((_, codes)) => *looked_up[usize::from(codes[row])]
+            .get_or_insert_with(|| actuals.index(actual, |_| true).unwrap_or(UNLISTED)),
+        None => actuals.index(actual, |_| true).unwrap_or(UNLISTED),
+    };
     Some((crate::engine::id_hash(id), actual))
 }

@@ -487,9 +487,19 @@ pub struct ColumnCells {
     text: String,
     /// End of each row's text in `text`.
     text_ends: Vec<u32>,
+    /// A text column of few distinct values (integers read as text: the
+    /// classes of a model), coded: each row's index into `dictionary`, and
+    /// `text` and `text_ends` empty. Readers then look each distinct text up
+    /// once, not each row's.
+    codes: Vec<u16>,
+    dictionary: Vec<String>,
     /// Per row, whether it has a value; empty when every row has one.
     pub(crate) present: Vec<bool>,
 }
+
+/// Most distinct values of a coded text column in one slice; past them the
+/// column's text is kept row by row.
+const MAX_CODES: usize = 64;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub enum CellKind {
@@ -508,6 +518,9 @@ impl ColumnCells {
     pub(crate) fn text(&self, row: usize) -> Option<&str> {
         if !self.is_present(row) {
             return None;
+        }
+        if !self.dictionary.is_empty() {
+            return Some(&self.dictionary[usize::from(self.codes[row])]);
         }
         let start = if row == 0 {
             0
@@ -533,13 +546,66 @@ impl ColumnCells {
         }
     }
 
+    /// A coded text column's distinct texts and each row's index into them
+    /// (a null row's index means nothing); `None` for any other column.
+    pub(crate) fn coded(&self) -> Option<(&[String], &[u16])> {
+        (!self.dictionary.is_empty()).then_some((&self.dictionary, &self.codes))
+    }
+
     fn clear(&mut self, kind: CellKind) {
         self.kind = kind;
         self.numbers.clear();
         self.flags.clear();
         self.text.clear();
         self.text_ends.clear();
+        self.codes.clear();
+        self.dictionary.clear();
         self.present.clear();
+    }
+
+    /// Integers read as text (a class column): coded while they have few
+    /// distinct values, else written out row by row.
+    fn fill_integer_text(&mut self, values: impl Iterator<Item = i128> + Clone) {
+        self.clear(CellKind::Text);
+        let mut keys: Vec<i128> = Vec::new();
+        let mut last: Option<(i128, u16)> = None;
+        for value in values.clone() {
+            let code = match last {
+                Some((key, code)) if key == value => code,
+                _ => {
+                    let code = match keys.iter().position(|key| *key == value) {
+                        Some(position) => position,
+                        None if keys.len() < MAX_CODES => {
+                            keys.push(value);
+                            keys.len() - 1
+                        }
+                        None => {
+                            self.codes.clear();
+                            for value in values {
+                                self.push_integer(value, None, true);
+                            }
+                            return;
+                        }
+                    } as u16;
+                    last = Some((value, code));
+                    code
+                }
+            };
+            self.codes.push(code);
+        }
+        if keys.is_empty() {
+            // No values (every row null): nothing to code.
+            self.codes.clear();
+            return;
+        }
+        let mut buffer = itoa::Buffer::new();
+        self.dictionary = keys
+            .iter()
+            .map(|key| match i64::try_from(*key) {
+                Ok(key) => buffer.format(key).to_owned(),
+                Err(_) => buffer.format(*key).to_owned(),
+            })
+            .collect();
     }
 
     fn push_text(&mut self, text: &str) {
@@ -599,6 +665,9 @@ impl ColumnCells {
         match self.kind {
             CellKind::Numbers => spread_values(&mut self.numbers, &self.present, rows, 0.0),
             CellKind::Flags => spread_values(&mut self.flags, &self.present, rows, false),
+            CellKind::Text if !self.dictionary.is_empty() => {
+                spread_values(&mut self.codes, &self.present, rows, 0);
+            }
             CellKind::Text => {
                 let mut ends = Vec::with_capacity(rows);
                 let mut values = self.text_ends.iter();
@@ -992,6 +1061,16 @@ fn decode_column(
             },
         ) => {
             read_rows(reader, slice, nullable, levels, &mut scratch.ints32)?;
+            if as_text && scale.is_none() && !days {
+                cells.fill_integer_text(scratch.ints32.iter().map(|value| {
+                    if unsigned {
+                        i128::from(*value as u32)
+                    } else {
+                        i128::from(*value)
+                    }
+                }));
+                return Ok(());
+            }
             cells.clear(numbers_or_text);
             for value in &scratch.ints32 {
                 let integer = if unsigned {
@@ -1015,6 +1094,16 @@ fn decode_column(
             },
         ) => {
             read_rows(reader, slice, nullable, levels, &mut scratch.ints64)?;
+            if as_text && scale.is_none() && per_second.is_none() {
+                cells.fill_integer_text(scratch.ints64.iter().map(|value| {
+                    if unsigned {
+                        i128::from(*value as u64)
+                    } else {
+                        i128::from(*value)
+                    }
+                }));
+                return Ok(());
+            }
             cells.clear(numbers_or_text);
             for value in &scratch.ints64 {
                 match per_second {
@@ -1550,6 +1639,81 @@ mod tests {
             all.extend(parsed.events);
         }
         all
+    }
+
+    /// Integer classes read as text: coded with few distinct values, written
+    /// out with many, and either way each row reads as its integer's text,
+    /// nulls as none.
+    #[test]
+    fn integer_text_cells_read_as_each_rows_integer_coded_or_not() {
+        let cases: [(&str, Vec<i128>); 4] = [
+            (
+                "two classes",
+                (0..1000).map(|row| i128::from(row % 3 == 0)).collect(),
+            ),
+            (
+                "64 classes",
+                (0..1000).map(|row| i128::from(row % 64) - 7).collect(),
+            ),
+            (
+                "65 classes, past the codes",
+                (0..1000).map(|row| i128::from(row % 65)).collect(),
+            ),
+            ("wider than 64 bits", vec![i128::MAX, 0, i128::MIN, 0]),
+        ];
+        for (case, values) in cases {
+            for nulls in [false, true] {
+                // With nulls, every fourth row has none and the others take
+                // the values in order.
+                let rows = if nulls {
+                    values.len() * 4 / 3 + 1
+                } else {
+                    values.len()
+                };
+                let levels: Vec<i16> = (0..rows).map(|row| i16::from(!nulls || row % 4 != 0)).collect();
+                let present = levels.iter().filter(|level| **level == 1).count();
+                let values = &values[..present.min(values.len())];
+                let levels: Vec<i16> = {
+                    let mut given = 0;
+                    levels
+                        .iter()
+                        .map(|level| {
+                            let level = if given < values.len() { *level } else { 0 };
+                            given += usize::from(level == 1);
+                            level
+                        })
+                        .collect()
+                };
+                let mut cells = ColumnCells::default();
+                cells.fill_integer_text(values.iter().copied());
+                if nulls {
+                    cells.spread(&levels, 1);
+                }
+                assert_eq!(
+                    cells.coded().is_some(),
+                    case != "65 classes, past the codes",
+                    "{case}: coded only with at most {MAX_CODES} distinct values"
+                );
+                let mut next = values.iter();
+                for (row, level) in levels.iter().enumerate() {
+                    let wanted =
+                        (*level == 1).then(|| next.next().expect("a value per present row").to_string());
+                    assert_eq!(
+                        cells.text(row),
+                        wanted.as_deref(),
+                        "{case}, nulls {nulls}, row {row}"
+                    );
+                }
+            }
+        }
+        let mut cells = ColumnCells::default();
+        cells.fill_integer_text(std::iter::empty());
+        cells.spread(&[0, 0, 0], 1);
+        assert!(cells.coded().is_none());
+        assert_eq!(
+            (0..3).map(|row| cells.text(row)).collect::<Vec<_>>(),
+            [None, None, None]
+        );
     }
 
     #[test]
