@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::types::ByteArrayType;
-use arrow_array::{Array, BinaryArray, GenericByteArray, LargeBinaryArray, LargeStringArray, StringArray};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    Array, BinaryArray, DictionaryArray, GenericByteArray, LargeBinaryArray, LargeStringArray, StringArray,
+};
 use arrow_buffer::ArrowNativeType;
 use bytes::{Buf, Bytes};
 use modelwatch_core::event::{LabelEvent, PredictionEvent};
@@ -201,20 +204,57 @@ impl ParquetLayout {
             first_rows.push(rows);
             rows += row_group.num_rows().max(0) as u64;
         }
-        let text_columns = plans
-            .iter()
-            .enumerate()
-            .filter(|(_, plan)| matches!(plan.decode, Decode::Bytes { scale: None }))
-            .map(|(index, _)| index)
-            .collect();
+        let text_columns = text_columns_of(&plans).collect();
         let metadata = Arc::new(metadata);
         // The Parquet schema alone says how text reads (an embedded Arrow
-        // schema could ask for dictionaries or views).
+        // schema could ask for dictionaries or views), except that a name
+        // column (model, version, class, segment) dictionary-encoded in every
+        // page of the file is read as a dictionary: its rows are then coded
+        // against its few distinct names rather than each written out.
         let arrow = ArrowReaderMetadata::try_new(
             Arc::clone(&metadata),
             ArrowReaderOptions::new().with_skip_arrow_metadata(true),
         )
-        .ok();
+        .ok()
+        .map(|arrow| {
+            let coded: Vec<usize> = text_columns_of(&plans)
+                .filter(|index| is_name(&columns.roles[*index]))
+                .filter(|index| {
+                    metadata
+                        .row_groups()
+                        .iter()
+                        .all(|row_group| dictionary_only(row_group.column(*index)))
+                })
+                .collect();
+            if coded.is_empty() {
+                return arrow;
+            }
+            let fields: Vec<arrow_schema::Field> = arrow
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(index, field)| {
+                    let field = field.as_ref().clone();
+                    if coded.contains(&index) {
+                        let values = field.data_type().clone();
+                        field.with_data_type(arrow_schema::DataType::Dictionary(
+                            Box::new(arrow_schema::DataType::Int32),
+                            Box::new(values),
+                        ))
+                    } else {
+                        field
+                    }
+                })
+                .collect();
+            ArrowReaderMetadata::try_new(
+                Arc::clone(&metadata),
+                ArrowReaderOptions::new()
+                    .with_skip_arrow_metadata(true)
+                    .with_schema(Arc::new(arrow_schema::Schema::new(fields))),
+            )
+            .unwrap_or(arrow)
+        });
         Ok(Self {
             groups: Groups::of(&columns.roles),
             path: file.path.clone(),
@@ -801,6 +841,37 @@ fn decode_slice(
     Ok(())
 }
 
+/// The text columns: `BYTE_ARRAY` without a decimal scale.
+fn text_columns_of(plans: &[ColumnPlan]) -> impl Iterator<Item = usize> + '_ {
+    plans
+        .iter()
+        .enumerate()
+        .filter(|(_, plan)| matches!(plan.decode, Decode::Bytes { scale: None }))
+        .map(|(index, _)| index)
+}
+
+/// Whether a column holds names, of which a file usually has few.
+fn is_name(role: &Role) -> bool {
+    matches!(
+        role,
+        Role::Text("model" | "version" | "status" | "error_type")
+            | Role::PredictedClass
+            | Role::Actual
+            | Role::Segment(_)
+    )
+}
+
+/// Whether the footer says that every data page of the chunk is
+/// dictionary-encoded.
+fn dictionary_only(column: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+    use parquet::basic::Encoding;
+    column.dictionary_page_offset().is_some()
+        && column.page_encoding_stats_mask().is_some_and(|mask| {
+            mask.encodings()
+                .all(|encoding| matches!(encoding, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
+        })
+}
+
 /// Whether a slice may read the chunk without its dictionary page: it has
 /// one, and its footer does not say that every data page is
 /// dictionary-encoded (a low-cardinality column, which would only be read
@@ -949,7 +1020,9 @@ fn decode_text_columns(layout: &ParquetLayout, slice: &RowSlice, cells: &mut [Co
 /// read value by value has paid for the Arrow attempt too.
 fn fill_text(cells: &mut ColumnCells, array: &dyn Array) -> bool {
     let any = array.as_any();
-    if let Some(array) = any.downcast_ref::<StringArray>() {
+    if let Some(array) = any.downcast_ref::<DictionaryArray<Int32Type>>() {
+        fill_dictionary(cells, array)
+    } else if let Some(array) = any.downcast_ref::<StringArray>() {
         fill_bytes(cells, array)
     } else if let Some(array) = any.downcast_ref::<BinaryArray>() {
         fill_bytes(cells, array)
@@ -959,6 +1032,79 @@ fn fill_text(cells: &mut ColumnCells, array: &dyn Array) -> bool {
         fill_bytes(cells, array)
     } else {
         false
+    }
+}
+
+/// A name column read as a dictionary: coded against its distinct names
+/// when they are few, else written out row by row. `false` (the cells
+/// untouched) when a row's name is not valid UTF-8, as [`fill_text`] says (a
+/// name that no row of the slice uses may be anything).
+fn fill_dictionary(cells: &mut ColumnCells, array: &DictionaryArray<Int32Type>) -> bool {
+    let Some(names) = dictionary_names(array.values().as_ref()) else {
+        return false;
+    };
+    let keys = array.keys();
+    let name_of = |row: usize| -> Option<&str> {
+        let key = usize::try_from(keys.value(row)).ok()?;
+        names.get(key)?.as_deref()
+    };
+    let present = |row: usize| array.is_valid(row);
+    if (0..keys.len()).any(|row| present(row) && name_of(row).is_none()) {
+        return false;
+    }
+    cells.clear(CellKind::Text);
+    if !names.is_empty() && names.len() <= MAX_CODES {
+        cells.dictionary = names
+            .iter()
+            .map(|name| name.clone().unwrap_or_default())
+            .collect();
+        cells
+            .codes
+            .extend(keys.values().iter().map(|key| u16::try_from(*key).unwrap_or(0)));
+    } else {
+        for row in 0..keys.len() {
+            cells.push_text(if present(row) {
+                name_of(row).unwrap_or("")
+            } else {
+                ""
+            });
+        }
+    }
+    if array.null_count() > 0 {
+        cells.present.extend((0..keys.len()).map(present));
+    }
+    true
+}
+
+/// The values of a dictionary: each as text, `None` for a null or invalid
+/// UTF-8; `None` for values that are not strings or bytes.
+fn dictionary_names(array: &dyn Array) -> Option<Vec<Option<String>>> {
+    fn names<T: ByteArrayType>(array: &GenericByteArray<T>) -> Vec<Option<String>>
+    where
+        T::Native: AsRef<[u8]>,
+    {
+        (0..array.len())
+            .map(|index| {
+                array
+                    .is_valid(index)
+                    .then(|| {
+                        std::str::from_utf8(array.value(index).as_ref())
+                            .ok()
+                            .map(str::to_owned)
+                    })
+                    .flatten()
+            })
+            .collect()
+    }
+    let any = array.as_any();
+    if let Some(array) = any.downcast_ref::<StringArray>() {
+        Some(names(array))
+    } else if let Some(array) = any.downcast_ref::<BinaryArray>() {
+        Some(names(array))
+    } else if let Some(array) = any.downcast_ref::<LargeStringArray>() {
+        Some(names(array))
+    } else {
+        any.downcast_ref::<LargeBinaryArray>().map(names)
     }
 }
 
@@ -1864,7 +2010,7 @@ mod tests {
     /// Writes ids (required, UTF-8), `version` (optional, plain bytes: no
     /// UTF-8 annotation, `bad` rows not UTF-8) and `error_type` (optional,
     /// UTF-8, dictionary-encoded) in row groups of 300, with nulls.
-    fn write_text_file(path: &Path, bad: impl Fn(usize) -> bool) {
+    fn write_text_file(path: &Path, versions: usize, bad: impl Fn(usize) -> bool) {
         let column = |name: &str, logical: Option<LogicalType>, repetition| {
             leaf(name, PhysicalType::BYTE_ARRAY, logical, repetition)
         };
@@ -1896,7 +2042,7 @@ mod tests {
                     if bad(row) {
                         ByteArray::from(vec![b'v', 0xff, b'0' + (row % 10) as u8])
                     } else {
-                        ByteArray::from(format!("v{}", row % 4).as_str())
+                        ByteArray::from(format!("v{}", row % versions).as_str())
                     }
                 })
                 .collect();
@@ -1965,14 +2111,27 @@ mod tests {
     #[test]
     fn text_columns_read_through_arrow_read_as_value_by_value() {
         let dir = tempfile_dir("text");
-        for (name, bad) in [("utf8", false), ("invalid", true)] {
+        // 100 versions: more than a coded column holds, written out.
+        for (name, bad, versions) in [("utf8", false, 4), ("invalid", true, 4), ("many", false, 100)] {
             let path = dir.join(format!("{name}.parquet"));
-            write_text_file(&path, |row| bad && row % 50 == 1);
+            write_text_file(&path, versions, |row| bad && row % 50 == 1);
             let input = InputFile::detect(&path).unwrap();
             for slice_rows in [SLICE_ROWS, 7, 64, 299, 300] {
                 let mut layout = ParquetLayout::open(&input, Kind::Predictions).unwrap();
                 layout.slice_rows = slice_rows;
                 assert_eq!(layout.text_columns, [0, 1, 2]);
+                // The names (version, error type) are dictionary-encoded in
+                // every page and read as dictionaries, coded; the ids are not.
+                let types: Vec<bool> = layout
+                    .arrow
+                    .as_ref()
+                    .expect("an Arrow schema")
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|field| matches!(field.data_type(), arrow_schema::DataType::Dictionary(..)))
+                    .collect();
+                assert_eq!(types, [false, true, true]);
                 let through_arrow = text_cells(&layout, &input);
                 layout.arrow = None;
                 let by_value = text_cells(&layout, &input);
