@@ -337,8 +337,9 @@ impl JoinMap {
 
 /// How many lookups are warmed at once ([`JoinMap::warm`]): enough to keep
 /// several misses in flight, few enough that their lines stay in the cache
-/// until the commit reads them.
-const WARM_BATCH: usize = 32;
+/// until the commit reads them. With 16-byte slots, 64 used about 1.5% less
+/// CPU than 32 or 128 on the 10M report (user time over 8 runs each).
+const WARM_BATCH: usize = 64;
 
 /// Names to dense indices.
 #[derive(Debug, Default)]
