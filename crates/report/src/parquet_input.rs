@@ -70,6 +70,11 @@ pub struct ParquetLayout {
     /// cannot map the schema: every column is then read value by value).
     text_columns: Vec<usize>,
     arrow: Option<ArrowReaderMetadata>,
+    /// `arrow` with the dictionary pages of the text columns that fall back
+    /// to plain pages (ids) left out of the footer, for slices past a row
+    /// group's first rows ([`decode_text_columns`]); `None` when no column
+    /// has one.
+    arrow_without_dictionaries: Option<ArrowReaderMetadata>,
 }
 
 /// Column indices by the part of the wire object they fill.
@@ -204,7 +209,7 @@ impl ParquetLayout {
             first_rows.push(rows);
             rows += row_group.num_rows().max(0) as u64;
         }
-        let text_columns = text_columns_of(&plans).collect();
+        let text_columns: Vec<usize> = text_columns_of(&plans).collect();
         let metadata = Arc::new(metadata);
         // The Parquet schema alone says how text reads (an embedded Arrow
         // schema could ask for dictionaries or views), except that a name
@@ -255,12 +260,16 @@ impl ParquetLayout {
             )
             .unwrap_or(arrow)
         });
+        let arrow_without_dictionaries = arrow
+            .as_ref()
+            .and_then(|arrow| without_dictionaries(arrow, &text_columns));
         Ok(Self {
             groups: Groups::of(&columns.roles),
             path: file.path.clone(),
             metadata,
             text_columns,
             arrow,
+            arrow_without_dictionaries,
             columns,
             plans,
             first_rows,
@@ -841,6 +850,65 @@ fn decode_slice(
     Ok(())
 }
 
+/// `arrow`'s footer without the dictionary pages that [`may_skip_dictionary`]
+/// allows to leave out, of the text columns not read as dictionaries; `None`
+/// when there are none.
+fn without_dictionaries(arrow: &ArrowReaderMetadata, text_columns: &[usize]) -> Option<ArrowReaderMetadata> {
+    let metadata = arrow.metadata();
+    let fields = arrow.schema().fields();
+    let skipped = |index: usize, column: &parquet::file::metadata::ColumnChunkMetaData| {
+        text_columns.contains(&index)
+            && !matches!(fields[index].data_type(), arrow_schema::DataType::Dictionary(..))
+            && may_skip_dictionary(column)
+            && column
+                .dictionary_page_offset()
+                .is_some_and(|offset| offset < column.data_page_offset())
+    };
+    let mut any = false;
+    let row_groups = metadata
+        .row_groups()
+        .iter()
+        .map(|row_group| {
+            let columns = row_group
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(index, column)| {
+                    if !skipped(index, column) {
+                        return Ok(column.clone());
+                    }
+                    any = true;
+                    let dictionary =
+                        column.data_page_offset() - column.dictionary_page_offset().unwrap_or_default();
+                    column
+                        .clone()
+                        .into_builder()
+                        .set_dictionary_page_offset(None)
+                        .set_total_compressed_size(column.compressed_size() - dictionary)
+                        .build()
+                })
+                .collect::<parquet::errors::Result<Vec<_>>>()?;
+            row_group
+                .clone()
+                .into_builder()
+                .set_column_metadata(columns)
+                .build()
+        })
+        .collect::<parquet::errors::Result<Vec<_>>>()
+        .ok()?;
+    if !any {
+        return None;
+    }
+    let stripped = ParquetMetaData::new(metadata.file_metadata().clone(), row_groups);
+    ArrowReaderMetadata::try_new(
+        Arc::new(stripped),
+        ArrowReaderOptions::new()
+            .with_skip_arrow_metadata(true)
+            .with_schema(Arc::clone(arrow.schema())),
+    )
+    .ok()
+}
+
 /// The text columns: `BYTE_ARRAY` without a decimal scale.
 fn text_columns_of(plans: &[ColumnPlan]) -> impl Iterator<Item = usize> + '_ {
     plans
@@ -991,17 +1059,34 @@ fn decode_text_columns(layout: &ParquetLayout, slice: &RowSlice, cells: &mut [Co
         selectors.push(RowSelector::skip(slice.first_row));
     }
     selectors.push(RowSelector::select(slice.rows));
-    let reader =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(InMemory(Arc::clone(&slice.data)), arrow.clone())
-            .with_row_groups(vec![slice.data.row_group])
-            .with_projection(ProjectionMask::leaves(
-                schema,
-                layout.text_columns.iter().copied(),
-            ))
-            .with_row_selection(RowSelection::from(selectors))
-            .with_batch_size(slice.rows)
-            .build();
-    let Some(Ok(batch)) = reader.ok().and_then(|mut reader| reader.next()) else {
+    let read = |arrow: &ArrowReaderMetadata| {
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            InMemory(Arc::clone(&slice.data)),
+            arrow.clone(),
+        )
+        .with_row_groups(vec![slice.data.row_group])
+        .with_projection(ProjectionMask::leaves(
+            schema,
+            layout.text_columns.iter().copied(),
+        ))
+        .with_row_selection(RowSelection::from(selectors.clone()))
+        .with_batch_size(slice.rows)
+        .build();
+        reader
+            .ok()
+            .and_then(|mut reader| reader.next())
+            .and_then(Result::ok)
+    };
+    // Past the first rows, as for the other columns, a text column's
+    // dictionary page is left out (pyarrow's hold up to 1 MB of ids, which
+    // each slice would decompress and decode again), and the slice read again
+    // with it if one of its pages needs it.
+    let without_dictionaries = layout
+        .arrow_without_dictionaries
+        .as_ref()
+        .filter(|_| slice.first_row > 0)
+        .and_then(read);
+    let Some(batch) = without_dictionaries.or_else(|| read(arrow)) else {
         return false;
     };
     if batch.num_rows() != slice.rows || batch.num_columns() != layout.text_columns.len() {
@@ -1868,6 +1953,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("p.parquet");
         write_file(&path);
+        // The ids fall back to plain pages, so slices past a row group's
+        // first rows read them without their dictionary page (and again with
+        // it when a slice starts among the dictionary-encoded pages: slices of
+        // 7 and 64 rows do).
+        let layout = ParquetLayout::open(&InputFile::detect(&path).unwrap(), Kind::Predictions).unwrap();
+        assert!(layout.arrow_without_dictionaries.is_some());
         let whole = events(&path, SLICE_ROWS);
         assert_eq!(whole.len(), ROWS);
         for (row, (line, event)) in whole.iter().enumerate() {
