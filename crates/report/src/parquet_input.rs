@@ -1293,22 +1293,12 @@ fn decode_column(
         ) => {
             read_rows(reader, slice, nullable, levels, &mut scratch.ints32)?;
             if as_text && scale.is_none() && !days {
-                cells.fill_integer_text(scratch.ints32.iter().map(|value| {
-                    if unsigned {
-                        i128::from(*value as u32)
-                    } else {
-                        i128::from(*value)
-                    }
-                }));
+                cells.fill_integer_text(scratch.ints32.iter().map(|value| widen_int32(*value, unsigned)));
                 return Ok(());
             }
             cells.clear(numbers_or_text);
             for value in &scratch.ints32 {
-                let integer = if unsigned {
-                    i128::from(*value as u32)
-                } else {
-                    i128::from(*value)
-                };
+                let integer = widen_int32(*value, unsigned);
                 if days {
                     cells.push_number(integer as f64 * 86_400.0, as_text);
                 } else {
@@ -1326,13 +1316,7 @@ fn decode_column(
         ) => {
             read_rows(reader, slice, nullable, levels, &mut scratch.ints64)?;
             if as_text && scale.is_none() && per_second.is_none() {
-                cells.fill_integer_text(scratch.ints64.iter().map(|value| {
-                    if unsigned {
-                        i128::from(*value as u64)
-                    } else {
-                        i128::from(*value)
-                    }
-                }));
+                cells.fill_integer_text(scratch.ints64.iter().map(|value| widen_int64(*value, unsigned)));
                 return Ok(());
             }
             cells.clear(numbers_or_text);
@@ -1340,14 +1324,7 @@ fn decode_column(
                 match per_second {
                     // Unix seconds: what a number reads as in `timestamp`.
                     Some(per_second) => cells.push_number(*value as f64 / per_second, as_text),
-                    None => {
-                        let integer = if unsigned {
-                            i128::from(*value as u64)
-                        } else {
-                            i128::from(*value)
-                        };
-                        cells.push_integer(integer, scale, as_text);
-                    }
+                    None => cells.push_integer(widen_int64(*value, unsigned), scale, as_text),
                 }
             }
         }
@@ -1424,6 +1401,24 @@ fn decode_column(
         }
     }
     Ok(())
+}
+
+/// An INT32 value as its logical type reads it (`unsigned`: UINT_32).
+fn widen_int32(value: i32, unsigned: bool) -> i128 {
+    if unsigned {
+        i128::from(value as u32)
+    } else {
+        i128::from(value)
+    }
+}
+
+/// An INT64 value as its logical type reads it (`unsigned`: UINT_64).
+fn widen_int64(value: i64, unsigned: bool) -> i128 {
+    if unsigned {
+        i128::from(value as u64)
+    } else {
+        i128::from(value)
+    }
 }
 
 /// A two's complement big-endian integer (decimals), at most 16 bytes.
