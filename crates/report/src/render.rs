@@ -98,15 +98,23 @@ fn text_model(out: &mut String, name: &str, model: &ModelReport) {
         model.end
     );
     let operations = &whole.operations;
+    let latency = &operations.latency_seconds;
+    let latency = if latency.p50.is_none() {
+        "no latencies given".to_owned()
+    } else {
+        format!(
+            "latency p50 {} p95 {} p99 {}",
+            seconds(latency.p50),
+            seconds(latency.p95),
+            seconds(latency.p99)
+        )
+    };
     let _ = writeln!(
         out,
-        "requests {}  error rate {}  timeout rate {}  latency p50 {} p95 {} p99 {}",
+        "requests {}  error rate {}  timeout rate {}  {latency}",
         operations.requests,
         percent(operations.error_rate),
         percent(operations.timeout_rate),
-        seconds(operations.latency_seconds.p50),
-        seconds(operations.latency_seconds.p95),
-        seconds(operations.latency_seconds.p99),
     );
     if !whole.predictions.classes.is_empty() {
         let classes: Vec<String> = whole
