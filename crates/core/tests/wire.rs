@@ -1038,3 +1038,37 @@ proptest! {
         prop_assert_eq!(rows_as_text(rows), expected);
     }
 }
+
+proptest! {
+    /// The column readers' timestamp test accepts a number of Unix seconds
+    /// exactly when the field reader does, and reads the same milliseconds:
+    /// any float, special values, and times around the future limit.
+    #[test]
+    fn the_accept_timestamp_test_agrees_with_the_field_reader(
+        seconds in prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(-0.0),
+            (0.0f64..2.0e9),
+            ((RECEIVED_AT_MS - 10_000) as f64 / 1000.0..(RECEIVED_AT_MS + 400_000) as f64 / 1000.0),
+        ],
+    ) {
+        let limits = ParseLimits::default();
+        let accepted = modelwatch_core::wire::accept::timestamp_seconds(seconds, RECEIVED_AT_MS, &limits);
+        let read = parse_timestamp(WireTimestamp::UnixSeconds(seconds), RECEIVED_AT_MS, &limits).ok();
+        prop_assert_eq!(accepted, read, "{}", seconds);
+    }
+
+    /// So do the confidence and latency tests, on any finite number a row can
+    /// carry.
+    #[test]
+    fn the_accept_number_tests_agree_with_the_field_readers(
+        value in prop_oneof![any::<f64>().prop_filter("JSON numbers are finite", |value| value.is_finite()), -2.0f64..2.0, -1.0f64..90_000.0],
+    ) {
+        let confidence = parse(&row(&format!(r#""prediction": "1", "confidence": {value:?}"#))).is_ok();
+        prop_assert_eq!(modelwatch_core::wire::accept::confidence(value), confidence, "confidence {}", value);
+        let latency = parse(&row(&format!(r#""latency_seconds": {value:?}"#))).is_ok();
+        prop_assert_eq!(modelwatch_core::wire::accept::latency(value), latency, "latency {}", value);
+    }
+}
