@@ -101,6 +101,11 @@ impl Packed {
     const LABEL_SHIFT: u32 = Self::ACTUAL_SHIFT + Self::CLASS_BITS;
     const WIDE: u64 = 1 << 63;
 
+    /// The index into `JoinMap::wide` of a word that holds one.
+    fn wide_index(word: u64) -> Option<usize> {
+        (word & Self::WIDE != 0).then_some((word & u64::from(u32::MAX)) as usize)
+    }
+
     fn class(value: u64) -> Option<u64> {
         if value == NONE {
             Some(Self::CLASS_NONE)
@@ -238,10 +243,9 @@ impl JoinMap {
     }
 
     fn of_word(&self, word: u64) -> Entry {
-        if word & Packed::WIDE != 0 {
-            self.wide[(word & u64::from(u32::MAX)) as usize]
-        } else {
-            Packed::unpack(word)
+        match Packed::wide_index(word) {
+            Some(index) => self.wide[index],
+            None => Packed::unpack(word),
         }
     }
 
@@ -256,8 +260,8 @@ impl JoinMap {
     /// Records the label joined to the entry at `index`.
     fn set_label(&mut self, index: u32, actual: u64, label: u32) {
         let word = self.slots[index as usize][1];
-        if word & Packed::WIDE != 0 {
-            let entry = &mut self.wide[(word & u64::from(u32::MAX)) as usize];
+        if let Some(wide) = Packed::wide_index(word) {
+            let entry = &mut self.wide[wide];
             entry.actual = actual;
             entry.label = label;
             return;
@@ -892,6 +896,11 @@ impl Catalog {
         self.apply_label(index, actual, business, counts);
     }
 
+    /// The model of a cell.
+    fn model_of(&self, cell: u32) -> u32 {
+        self.series[self.cells[cell as usize].series as usize].0
+    }
+
     /// The join map's entry of a label's prediction and its model; `None`
     /// (counted) for an orphan.
     fn joined(&mut self, hash: u64) -> Option<(u32, u32)> {
@@ -900,7 +909,7 @@ impl Catalog {
             return None;
         };
         let cell = self.join.entry(index).cell;
-        Some((index, self.series[self.cells[cell as usize].series as usize].0))
+        Some((index, self.model_of(cell)))
     }
 
     /// Joins a label (its actual encoded as the entry's `predicted` is, its
@@ -1039,7 +1048,7 @@ impl Catalog {
                 unscorable += 1;
                 continue;
             }
-            let model_index = self.series[self.cells[entry.cell as usize].series as usize].0;
+            let model_index = self.model_of(entry.cell);
             let model = &self.models[model_index as usize];
             if entry.label == LABELED_WITHOUT_BUSINESS && model.kind != Some(ModelKind::Regression) {
                 confusion.add(
@@ -1126,7 +1135,7 @@ impl Catalog {
             unscorable += part_unscorable;
             for index in others {
                 let entry = self.join.entry(index);
-                let model_index = self.series[self.cells[entry.cell as usize].series as usize].0;
+                let model_index = self.model_of(entry.cell);
                 let model = &self.models[model_index as usize];
                 let scored = match model.kind {
                     Some(ModelKind::Regression) => Scored::Value {
@@ -1155,7 +1164,7 @@ impl Catalog {
             }
         }
         for ((cell, segments, predicted, actual), count) in confusion.counts() {
-            let model_index = self.series[self.cells[cell as usize].series as usize].0;
+            let model_index = self.model_of(cell);
             let classes = &self.models[model_index as usize].classes.names;
             let counted = Quality {
                 labeled: count,

@@ -642,18 +642,11 @@ impl ColumnCells {
             };
             self.codes.push(code);
         }
-        if keys.is_empty() {
-            // No values (every row null): nothing to code.
-            self.codes.clear();
-            return;
-        }
+        // No values (every row null) leave nothing to code.
         let mut buffer = itoa::Buffer::new();
         self.dictionary = keys
             .iter()
-            .map(|key| match i64::try_from(*key) {
-                Ok(key) => buffer.format(key).to_owned(),
-                Err(_) => buffer.format(*key).to_owned(),
-            })
+            .map(|key| integer_text(&mut buffer, *key).to_owned())
             .collect();
     }
 
@@ -680,14 +673,7 @@ impl ColumnCells {
 
     fn push_integer(&mut self, integer: i128, scale: Option<i32>, as_text: bool) {
         match (scale, as_text) {
-            (None, true) => {
-                let mut buffer = itoa::Buffer::new();
-                // 64-bit formatting is several times faster than 128-bit.
-                match i64::try_from(integer) {
-                    Ok(integer) => self.push_text(buffer.format(integer)),
-                    Err(_) => self.push_text(buffer.format(integer)),
-                }
-            }
+            (None, true) => self.push_text(integer_text(&mut itoa::Buffer::new(), integer)),
             (None, false) => self.numbers.push(integer as f64),
             (Some(scale), _) => self.push_number(integer as f64 / 10f64.powi(scale), as_text),
         }
@@ -744,6 +730,15 @@ fn spread_values<T: Copy>(values: &mut Vec<T>, present: &[bool], rows: usize, fi
         });
     }
     *values = spread;
+}
+
+/// An integer's decimal text (64-bit formatting when it fits: several times
+/// faster than 128-bit).
+fn integer_text(buffer: &mut itoa::Buffer, integer: i128) -> &str {
+    match i64::try_from(integer) {
+        Ok(integer) => buffer.format(integer),
+        Err(_) => buffer.format(integer),
+    }
 }
 
 /// Integers without a fraction (`1`, not `1.0`), other numbers in their
@@ -945,12 +940,7 @@ fn dictionary_only(column: &parquet::file::metadata::ColumnChunkMetaData) -> boo
 /// dictionary-encoded (a low-cardinality column, which would only be read
 /// twice).
 fn may_skip_dictionary(column: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
-    use parquet::basic::Encoding;
-    column.dictionary_page_offset().is_some()
-        && column.page_encoding_stats_mask().is_none_or(|mask| {
-            mask.encodings()
-                .any(|encoding| !matches!(encoding, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
-        })
+    column.dictionary_page_offset().is_some() && !dictionary_only(column)
 }
 
 /// A column chunk's pages without its dictionary page, which is skipped
